@@ -1,0 +1,23 @@
+"""Rewards and verifiers for RL with verifiable rewards, as plugins built by name.
+
+`combine({"correct": 1.0, "format": 0.1, "overlong": 1.0})` gives one reward whose `batch`
+scores a list of completions; see docs/rewards.md for every reward and its options.
+"""
+
+from llmforge.post.rewards import answer, code, dispatch, form  # noqa: F401  (registers)
+from llmforge.post.rewards.answer import extract_answer, last_boxed
+from llmforge.post.rewards.base import REGISTRY, Reward, Score, Weighted, build, combine, register
+from llmforge.post.rewards.form import overlong_penalty
+
+__all__ = [
+    "REGISTRY",
+    "Reward",
+    "Score",
+    "Weighted",
+    "build",
+    "combine",
+    "extract_answer",
+    "last_boxed",
+    "overlong_penalty",
+    "register",
+]
