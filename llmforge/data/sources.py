@@ -1,0 +1,153 @@
+"""Reading raw documents: jsonl, jsonl.gz, parquet, or a folder of text files.
+
+Every document comes out as a `Doc(id, text, domain)`. Bad input raises `BadInput` naming
+the file and line, unless `skip_bad_lines` is on: then the bad line is counted and written
+to a rejects file, and reading goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator
+
+import orjson
+
+from llmforge.errors import BadInput
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
+TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".text")
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    text: str
+    domain: str
+
+
+@dataclass
+class Rejects:
+    """Collects lines skipped under `skip_bad_lines`, written as jsonl."""
+
+    path: Path | None = None
+    count: int = 0
+    _fh: IO | None = None
+
+    def add(self, file: Path, line: int, reason: str, raw: bytes) -> None:
+        self.count += 1
+        if self.path is None:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        record = {"file": str(file), "line": line, "reason": reason,
+                  "raw": raw[:2000].decode("utf-8", "replace")}
+        self._fh.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def source_files(path: Path) -> list[Path]:
+    """The readable files behind an input path, in a deterministic order."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BadInput("no such file or directory", path=str(path))
+    files = sorted(
+        f for f in path.rglob("*")
+        if f.is_file() and not f.name.startswith(".") and _readable(f)
+    )
+    if not files:
+        raise BadInput("folder holds no jsonl, parquet or text files", path=str(path))
+    return files
+
+
+def _readable(f: Path) -> bool:
+    name = f.name.lower()
+    return name.endswith(JSONL_SUFFIXES + TEXT_SUFFIXES + (".parquet",))
+
+
+def iter_documents(
+    path: Path, domain: str, text_field: str = "text", skip_bad_lines: bool = False,
+    rejects: Rejects | None = None,
+) -> Iterator[Doc]:
+    """Stream documents from one input path; `domain` labels them unless rows carry one."""
+    rejects = rejects or Rejects()
+    for f in source_files(Path(path)):
+        name = f.name.lower()
+        if name.endswith(JSONL_SUFFIXES):
+            yield from _read_jsonl(f, domain, text_field, skip_bad_lines, rejects)
+        elif name.endswith(".parquet"):
+            yield from _read_parquet(f, domain, text_field)
+        else:
+            yield _read_text(f, domain, Path(path))
+
+
+def _read_jsonl(
+    f: Path, domain: str, text_field: str, skip: bool, rejects: Rejects
+) -> Iterator[Doc]:
+    opener = gzip.open if f.name.lower().endswith(".gz") else open
+    with opener(f, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield _parse_line(raw, f, lineno, domain, text_field)
+            except BadInput as e:
+                if not skip:
+                    raise
+                rejects.add(f, lineno, str(e).split(": ", 1)[-1], raw)
+
+
+def _parse_line(raw: bytes, f: Path, lineno: int, domain: str, text_field: str) -> Doc:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(f), line=lineno) from None
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadInput(f"malformed JSON: {e}", path=str(f), line=lineno) from None
+    if not isinstance(row, dict):
+        raise BadInput("expected a JSON object per line", path=str(f), line=lineno)
+    text = row.get(text_field)
+    if not isinstance(text, str):
+        what = "missing" if text is None else f"not a string ({type(text).__name__})"
+        raise BadInput(f"field '{text_field}' is {what}", path=str(f), line=lineno)
+    doc_id = str(row.get("id", f"{f.stem}:{lineno}"))
+    return Doc(doc_id, text, str(row.get("domain") or domain))
+
+
+def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(f)
+    if text_field not in table.schema_arrow.names:
+        raise BadInput(f"parquet has no column '{text_field}'", path=str(f))
+    row = 0
+    for batch in table.iter_batches(batch_size=4096):
+        cols = batch.to_pydict()
+        for i, text in enumerate(cols[text_field]):
+            row += 1
+            if not isinstance(text, str):
+                raise BadInput(f"column '{text_field}' is not a string", path=str(f), line=row)
+            doc_id = str(cols["id"][i]) if "id" in cols else f"{f.stem}:{row}"
+            dom = cols["domain"][i] if "domain" in cols and cols["domain"][i] else domain
+            yield Doc(doc_id, text, str(dom))
+
+
+def _read_text(f: Path, domain: str, root: Path) -> Doc:
+    data = f.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(f), line=line) from None
+    rel = f.relative_to(root) if root.is_dir() else f.name
+    return Doc(str(rel), text, domain)

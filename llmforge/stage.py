@@ -1,0 +1,263 @@
+"""The stage runner: turns a stage's (Config, run) into a CLI command that honours the
+artifact contract (ids, cache hits, conflicts, locks, atomic publish, exit codes).
+
+A stage declares its inputs as roles. On the command line, a bare path takes the default
+role and `role=PATH` names another; each input is checked for kind and completeness before
+any work starts. See docs/contract.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+import yaml
+
+from llmforge import artifact, config, log
+from llmforge.artifact import Ref, Run
+from llmforge.errors import BadInput, LLMForgeError, RunFailed
+
+
+@dataclass(frozen=True)
+class Role:
+    """One kind of input a stage takes: allowed kinds, and how many (max None = any)."""
+
+    kinds: tuple[str, ...]
+    min: int = 1
+    max: int | None = 1
+    help: str = ""
+
+
+@dataclass
+class Inputs:
+    """The checked inputs of a run, by role."""
+
+    refs: list[Ref]
+
+    def all(self, role: str) -> list[Ref]:
+        return [r for r in self.refs if r.role == role]
+
+    def get(self, role: str) -> Ref | None:
+        found = self.all(role)
+        return found[0] if found else None
+
+    def one(self, role: str) -> Ref:
+        found = self.all(role)
+        if len(found) != 1:
+            raise BadInput(f"expected exactly one '{role}' input, got {len(found)}")
+        return found[0]
+
+    def roles(self) -> list[str]:
+        return list(dict.fromkeys(r.role for r in self.refs))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: its name, output kind, Config class, run function and input roles.
+
+    A role named "*" accepts any role name (tokenize uses it for domain=PATH inputs).
+    """
+
+    name: str
+    kind: str
+    config: type
+    run: Callable[[Any, Inputs, Run], dict]
+    roles: dict[str, Role]
+    default_role: str
+    help: str = ""
+    flags: dict[str, str] = field(default_factory=dict)
+
+    def parse_inputs(self, items: list[str]) -> Inputs:
+        refs = []
+        for item in items:
+            role, path = self._split(item)
+            spec = self.roles.get(role) or self.roles.get("*")
+            if spec is None:
+                raise BadInput(f"unknown input role '{role}' (roles: {', '.join(self.roles)})")
+            refs.append(artifact.open_input(path, spec.kinds, role))
+        inputs = Inputs(refs)
+        for role, spec in self.roles.items():
+            if role == "*":
+                continue
+            n = len(inputs.all(role))
+            if n < spec.min or (spec.max is not None and n > spec.max):
+                want = f"{spec.min}" if spec.min == spec.max else f"{spec.min}..{spec.max or 'any'}"
+                raise BadInput(f"stage '{self.name}' takes {want} '{role}' input(s), got {n}")
+        return inputs
+
+    def _split(self, item: str) -> tuple[str, str]:
+        head, sep, tail = item.partition("=")
+        if sep and head.replace("_", "").replace("-", "").isalnum() and not Path(item).exists():
+            return head, tail
+        return self.default_role, item
+
+    def command(self) -> Callable:
+        return make_command(self)
+
+
+def default_out(stage: str, art_id: str) -> Path:
+    root = Path(os.environ.get("LLMFORGE_ARTIFACTS", "artifacts"))
+    return root / f"{stage}-{art_id[:12]}"
+
+
+def plan(stage: Stage, items: list[str], config_path, sets, out) -> tuple[Any, Inputs, str, Path]:
+    """Resolve config and inputs and compute the output id and path, without side effects."""
+    cfg = config.load(stage.config, config_path, sets)
+    inputs = stage.parse_inputs(items)
+    art_id = artifact.compute_id(
+        stage.name, config.to_dict(cfg), [(r.role, r.id) for r in inputs.refs]
+    )
+    return cfg, inputs, art_id, Path(out) if out else default_out(stage.name, art_id)
+
+
+def execute(
+    stage: Stage,
+    items: list[str],
+    config_path: Path | None = None,
+    sets: list[str] = (),
+    out: Path | None = None,
+    dry_run: bool = False,
+    replace: bool = False,
+) -> Path:
+    """Run a stage under the artifact contract and return the published path."""
+    cfg, inputs, art_id, out = plan(stage, items, config_path, list(sets), out)
+    if dry_run:
+        log.console.print(yaml.safe_dump(config.to_dict(cfg), sort_keys=False).rstrip())
+        log.info(f"[bold]{stage.name}[/] would write id {art_id} to {out}")
+        return out
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    run = Run(out, art_id, stage.kind, stage.name, config.to_dict(cfg), inputs.refs, rank, world)
+    if rank == 0:
+        if _cache_hit(out, art_id, replace):
+            return out
+        run._lock_fd = artifact.acquire_lock(out)
+        artifact.prepare_partial(run, replace)
+    else:
+        _wait_for(run.dir)
+    try:
+        return _run_and_publish(stage, cfg, inputs, run, replace)
+    finally:
+        run.release()
+
+
+def _cache_hit(out: Path, art_id: str, replace: bool) -> bool:
+    existing = artifact.existing_id(out)
+    if existing == art_id:
+        log.info(f"cache hit: {out} already holds id {art_id}")
+        return True
+    if existing is not None and not replace:
+        raise BadInput(
+            f"holds a different artifact (id {existing}, this run is {art_id}); "
+            "pass --replace to overwrite it or choose another --out",
+            path=str(out),
+        )
+    return False
+
+
+def _run_and_publish(stage: Stage, cfg, inputs: Inputs, run: Run, replace: bool) -> Path:
+    log.info(
+        f"[bold]{stage.name}[/] -> {run.path} (id {run.id}"
+        + (", resuming)" if run.resumed else ")")
+    )
+    try:
+        metrics = stage.run(cfg, inputs, run) or {}
+    except BadInput:
+        if run.is_main and not run.resumed:
+            run.discard()
+        raise
+    except LLMForgeError:
+        raise
+    except Exception as e:
+        raise RunFailed(f"{stage.name} failed: {type(e).__name__}: {e}") from e
+    if run.is_main:
+        run.commit(metrics, replace=replace)
+        log.info(f"[green]published[/] {run.path} in {time.time() - run.started:.1f}s")
+    return run.path
+
+
+def _wait_for(path: Path, timeout_s: float = 600) -> None:
+    deadline = time.time() + timeout_s
+    while not path.exists():
+        if time.time() > deadline:
+            raise RunFailed(f"rank 0 never created {path}")
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- the typer command
+
+
+def _epilog(stage: Stage) -> str:
+    lines = ["[bold]Inputs[/] (bare paths take the default role; others as role=PATH):"]
+    for name, role in stage.roles.items():
+        count = f"{role.min}..{role.max or 'n'}"
+        default = " (default role)" if name == stage.default_role else ""
+        lines.append(f"  {name}{default}: {' | '.join(role.kinds)}, {count}. {role.help}")
+    lines.append("")
+    lines.append("[bold]Config keys[/] (YAML via --config, or --set key=value):")
+    for key, tp, default, help_text in config.describe(stage.config):
+        lines.append(f"  {key} ({tp}, default {default}): {help_text}")
+    return "\n\n".join(lines)
+
+
+def make_command(stage: Stage) -> Callable:
+    """Build the typer command for a stage, with one option per CLI flag."""
+
+    def command(**kwargs: Any) -> None:
+        sets = list(kwargs.pop("set") or [])
+        for flag, key in stage.flags.items():
+            if kwargs.pop(flag.replace("-", "_")):
+                sets.append(f"{key}=true")
+        run_cli(
+            lambda: execute(
+                stage, kwargs["inputs"] or [], kwargs["config"], sets, kwargs["out"],
+                kwargs["dry_run"], kwargs["replace"],
+            ),
+            quiet=kwargs["quiet"],
+        )
+
+    params = [
+        _param("inputs", Optional[list[str]], typer.Argument(help="input artifacts or files")),
+        _param("config", Optional[Path], typer.Option("--config", "-c", help="YAML config file")),
+        _param("set", Optional[list[str]], typer.Option("--set", "-s", help="override: key=value")),
+        _param("out", Optional[Path], typer.Option("--out", "-o", help="output artifact path")),
+        _param("dry_run", bool, typer.Option("--dry-run", help="print config and id; do nothing")),
+        _param("replace", bool, typer.Option("--replace", help="overwrite a different artifact")),
+        _param("quiet", bool, typer.Option("--quiet", "-q", help="only errors on stderr")),
+    ]
+    for flag, key in stage.flags.items():
+        opt = typer.Option(f"--{flag}", help=f"same as --set {key}=true")
+        params.append(_param(flag.replace("-", "_"), bool, opt))
+    command.__signature__ = inspect.Signature(params)
+    command.__doc__ = stage.help
+    command.epilog = _epilog(stage)
+    return command
+
+
+def _param(name: str, tp: Any, info: Any) -> inspect.Parameter:
+    default = None if tp is not bool else False
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, info]
+    )
+
+
+def run_cli(fn: Callable[[], Path | None], quiet: bool = False) -> None:
+    """Call `fn`, print its path on stdout, and map errors onto exit codes 0/1/2."""
+    log.set_quiet(quiet)
+    try:
+        path = fn()
+    except LLMForgeError as e:
+        log.error(str(e))
+        if isinstance(e, RunFailed) and e.__cause__ is not None and not quiet:
+            log.console.print_exception(show_locals=False) if sys.exc_info()[0] else None
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        log.error("interrupted; the partial run is kept and resumes on re-run")
+        raise typer.Exit(130) from None
+    if path is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(path)

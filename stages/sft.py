@@ -1,0 +1,3 @@
+"""The sft stage (not built yet: it says so and exits 1)."""
+
+STAGE = None
