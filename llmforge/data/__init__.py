@@ -1,0 +1,1 @@
+"""Data: raw sources, tokenizers, token stores, mixtures and procedural generators."""
