@@ -1,0 +1,191 @@
+"""Reading what dedup cleans: corpus artifacts, tokens artifacts (through their lineage),
+raw jsonl files and eval task files, with a clear error for every bad line.
+
+`ingest` validates every row once, streaming, and deals the documents into N shards so
+datatrove's workers (one task per file) all get work. Nothing is held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from llmforge.errors import BadInput
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class IngestStats:
+    """What went in: documents and bytes, overall and per domain."""
+
+    docs: int = 0
+    bytes: int = 0
+    domains: dict[str, list[int]] = field(default_factory=dict)  # domain -> [docs, bytes]
+
+    def add(self, domain: str, size: int) -> None:
+        self.docs += 1
+        self.bytes += size
+        entry = self.domains.setdefault(domain, [0, 0])
+        entry[0] += 1
+        entry[1] += size
+
+
+def _manifest(path: Path) -> dict | None:
+    mf = path / MANIFEST
+    if not mf.is_file():
+        return None
+    try:
+        return json.loads(mf.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"corrupt manifest: {e}", path=str(mf)) from None
+
+
+def _jsonl_in(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.jsonl") if "_work" not in p.parts)
+
+
+def corpus_files(path: str | Path, _seen: frozenset = frozenset()) -> list[Path]:
+    """The jsonl document files behind `path`: a corpus artifact's `documents/`, a tokens
+    artifact's corpus inputs (followed through its manifest), a jsonl file or a directory."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise BadInput("artifact lineage loops back on itself", path=str(path))
+    manifest = _manifest(path) if path.is_dir() else None
+    if manifest is None:
+        if path.is_file():
+            return [path]
+        if path.is_dir() and (files := _jsonl_in(path)):
+            return files
+        raise BadInput("no jsonl documents found", path=str(path))
+    kind = manifest.get("kind")
+    if kind == "corpus":
+        files = _jsonl_in(path / "documents")
+        if not files:
+            raise BadInput("corpus artifact has no documents/*.jsonl", path=str(path))
+        return files
+    if kind == "tokens":
+        files = [f for inp in _manifest_inputs(manifest, path) for f in _follow(inp, path, _seen)]
+        if not files:
+            raise BadInput("tokens artifact names no corpus or jsonl input", path=str(path))
+        return files
+    raise BadInput(f"is a '{kind}' artifact; dedup reads corpus, tokens or jsonl", path=str(path))
+
+
+def _manifest_inputs(manifest: dict, path: Path) -> list[dict]:
+    inputs = manifest.get("inputs") or []
+    if isinstance(inputs, dict):  # tolerate {role: {...}} as well as a list
+        inputs = [dict(v, role=k) for k, v in inputs.items()]
+    return [i for i in inputs if isinstance(i, dict) and i.get("path")]
+
+
+def _follow(inp: dict, parent: Path, seen: frozenset) -> list[Path]:
+    target = Path(inp["path"])
+    if not target.is_absolute():
+        target = parent / target
+    if inp.get("kind") == "tokenizer" or _kind_of(target) == "tokenizer":
+        return []
+    if not target.exists():
+        raise BadInput(f"input '{inp['path']}' of this artifact no longer exists", path=str(parent))
+    return corpus_files(target, seen | {parent})
+
+
+def _kind_of(path: Path) -> str | None:
+    manifest = _manifest(path) if path.is_dir() else None
+    return manifest.get("kind") if manifest else None
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) per non-blank line; BadInput on non-UTF-8 or malformed JSON."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = orjson.loads(raw)  # orjson rejects invalid UTF-8 as well
+            except orjson.JSONDecodeError as e:
+                what = "not UTF-8" if _bad_utf8(raw) else f"malformed JSON ({e})"
+                raise BadInput(what, path=str(path), line=lineno) from None
+            if not isinstance(row, dict):
+                raise BadInput("expected a JSON object", path=str(path), line=lineno)
+            yield lineno, row
+
+
+def _bad_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def check_document(row: dict, path: Path, line: int, default_domain: str) -> dict:
+    """A clean `{"id", "text", "domain"}` row, or BadInput naming the field."""
+    text = row.get("text")
+    if text is None:
+        raise BadInput("missing 'text'", path=str(path), line=line)
+    if not isinstance(text, str):
+        raise BadInput(
+            f"'text' must be a string, got {type(text).__name__}", path=str(path), line=line
+        )
+    if not text.strip():
+        raise BadInput("'text' is empty", path=str(path), line=line)
+    domain = row.get("domain", default_domain)
+    if not isinstance(domain, str) or not domain:
+        raise BadInput("'domain' must be a non-empty string", path=str(path), line=line)
+    doc_id = row.get("id", f"{path.stem}:{line}")
+    return {"id": str(doc_id), "text": text, "domain": domain}
+
+
+def ingest(files: list[Path], dest: Path, shards: int, default_domain: str) -> IngestStats:
+    """Validate every row of `files` and deal them round-robin into `dest/NNNNN.jsonl`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    stats = IngestStats()
+    outs = [open(dest / f"{i:05d}.jsonl", "wb") for i in range(shards)]
+    try:
+        for path in files:
+            for line, row in iter_rows(path):
+                doc = check_document(row, path, line, default_domain)
+                outs[stats.docs % shards].write(orjson.dumps(doc) + b"\n")
+                stats.add(doc["domain"], len(doc["text"].encode("utf-8")))
+    finally:
+        for f in outs:
+            f.close()
+    if stats.docs == 0:
+        raise BadInput("no documents in the input", path=str(files[0]) if files else None)
+    return stats
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One eval item to decontaminate against: its source and the text to match."""
+
+    source: str
+    id: str
+    text: str
+
+
+def load_eval_items(path: str | Path) -> list[EvalItem]:
+    """Eval task rows (`prompt` + `reference`) from a jsonl file or a directory of them."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.jsonl"))
+    if not files:
+        raise BadInput("no eval jsonl files found", path=str(path))
+    items = []
+    for f in files:
+        for line, row in iter_rows(f):
+            prompt = row.get("prompt")
+            if isinstance(prompt, list):  # chat messages
+                prompt = "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict))
+            if not isinstance(prompt, str):
+                raise BadInput("eval row needs a string 'prompt'", path=str(f), line=line)
+            reference = row.get("reference") or ""
+            if not isinstance(reference, str):
+                raise BadInput("'reference' must be a string or null", path=str(f), line=line)
+            item_id = str(row.get("id", f"{f.stem}:{line}"))
+            items.append(EvalItem(source=f.stem, id=item_id, text=f"{prompt}\n{reference}"))
+    return items
