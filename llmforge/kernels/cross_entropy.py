@@ -88,16 +88,16 @@ def _ce_grad(
         tl.store(base + cols, g.to(L.dtype.element_ty), mask=mask)
 
 
-def _launch_args(logits: Tensor, softcap: float | None, temperature: float, max_block: int):
+def _launch_args(logits: Tensor, softcap: float | None, temperature: float, max_block: int | None):
     n, v = logits.shape
-    block = min(triton.next_power_of_2(v), max_block)
+    block = min(triton.next_power_of_2(v), max_block or MAX_BLOCK)
     cap = 1.0 if softcap is None else float(softcap)
     return n, v, cap, 1.0 / temperature, dict(HAS_SOFTCAP=softcap is not None, BLOCK=block)
 
 
 def ce_stats(
     logits: Tensor, targets: Tensor, softcap: float | None, temperature: float,
-    max_block: int = MAX_BLOCK,
+    max_block: int | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """(logsumexp, target logit) of the final logits, per row, in fp32."""
     assert logits.stride(1) == 1, "logits rows must be contiguous"
@@ -110,7 +110,7 @@ def ce_stats(
 
 def ce_grad_(
     logits: Tensor, targets: Tensor, lse: Tensor, a: Tensor, b: Tensor,
-    softcap: float | None, temperature: float, max_block: int = MAX_BLOCK,
+    softcap: float | None, temperature: float, max_block: int | None = None,
 ) -> Tensor:  # fmt: skip
     """Overwrite raw logits [n, V] with the gradient of the objective; returns them."""
     assert logits.stride(1) == 1, "logits rows must be contiguous"
