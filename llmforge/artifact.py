@@ -16,9 +16,10 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import llmforge
 from llmforge.errors import BadInput
@@ -92,7 +93,11 @@ def read_manifest(path: str | Path) -> dict:
     if not path.exists():
         raise BadInput("no such file or directory", path=str(path))
     if not mf.is_file():
-        hint = " (an unfinished run: re-run its stage to resume)" if path.name.endswith(".partial") else ""
+        hint = (
+            " (an unfinished run: re-run its stage to resume)"
+            if path.name.endswith(".partial")
+            else ""
+        )
         raise BadInput(f"not an artifact: no {MANIFEST}{hint}", path=str(path))
     try:
         manifest = json.loads(mf.read_text(encoding="utf-8"))
@@ -118,7 +123,9 @@ def open_artifact(path: str | Path, kinds: Iterable[str] | None = None, role: st
             raise BadInput(f"incomplete artifact: missing payload file {rel}", path=str(path))
         if f.stat().st_size != info["size"]:
             raise BadInput(f"corrupt artifact: {rel} has the wrong size", path=str(path))
-    return Ref(path=path.resolve(), kind=manifest["kind"], id=manifest["id"], role=role, manifest=manifest)
+    return Ref(
+        path=path.resolve(), kind=manifest["kind"], id=manifest["id"], role=role, manifest=manifest
+    )
 
 
 def open_input(path: str | Path, kinds: Iterable[str], role: str = "") -> Ref:
@@ -248,14 +255,15 @@ class Run:
             "stage": self.stage,
             "id": self.id,
             "inputs": [
-                {"role": r.role, "path": str(r.path), "id": r.id, "kind": r.kind} for r in self.inputs
+                {"role": r.role, "path": str(r.path), "id": r.id, "kind": r.kind}
+                for r in self.inputs
             ],
             "config": self.config,
             "files": file_table(self.dir),
             "metrics": metrics,
             "code": code_info(),
             "host": host_info(),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "duration_s": round(time.time() - self.started, 3),
         }
 
@@ -360,16 +368,36 @@ def lineage(path: str | Path, seen: set | None = None) -> dict:
     try:
         manifest = read_manifest(path)
     except BadInput as e:
-        return {"path": str(path), "kind": "missing", "id": "?", "stage": "", "error": str(e), "inputs": []}
-    node = {"path": str(path), "kind": manifest["kind"], "id": manifest["id"],
-            "stage": manifest.get("stage", ""), "inputs": []}
+        return {
+            "path": str(path),
+            "kind": "missing",
+            "id": "?",
+            "stage": "",
+            "error": str(e),
+            "inputs": [],
+        }
+    node = {
+        "path": str(path),
+        "kind": manifest["kind"],
+        "id": manifest["id"],
+        "stage": manifest.get("stage", ""),
+        "inputs": [],
+    }
     if manifest["id"] in seen:
         return node
     seen.add(manifest["id"])
     for inp in manifest.get("inputs", []):
         if inp.get("kind") == "raw":
-            node["inputs"].append({"path": inp["path"], "kind": "raw", "id": inp["id"],
-                                   "stage": "", "role": inp["role"], "inputs": []})
+            node["inputs"].append(
+                {
+                    "path": inp["path"],
+                    "kind": "raw",
+                    "id": inp["id"],
+                    "stage": "",
+                    "role": inp["role"],
+                    "inputs": [],
+                }
+            )
         else:
             child = lineage(inp["path"], seen)
             child["role"] = inp["role"]
@@ -395,8 +423,9 @@ def find_artifacts(root: str | Path) -> list[tuple[Path, dict]]:
     return found
 
 
-def write_nested(root: Path, kind: str, stage: str, config: dict, inputs: list[Ref],
-                 metrics: dict) -> str:
+def write_nested(
+    root: Path, kind: str, stage: str, config: dict, inputs: list[Ref], metrics: dict
+) -> str:
     """Give a payload sub-directory its own manifest, so it is an artifact of its own.
 
     Its id hashes the content as well as the config, since it is made inside another run.
@@ -405,11 +434,19 @@ def write_nested(root: Path, kind: str, stage: str, config: dict, inputs: list[R
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     art_id = compute_id(stage, {**config, "_content": content}, [(r.role, r.id) for r in inputs])
     manifest = {
-        "schema": SCHEMA, "kind": kind, "stage": stage, "id": art_id,
-        "inputs": [{"role": r.role, "path": str(r.path), "id": r.id, "kind": r.kind} for r in inputs],
-        "config": config, "files": files, "metrics": metrics, "code": code_info(),
+        "schema": SCHEMA,
+        "kind": kind,
+        "stage": stage,
+        "id": art_id,
+        "inputs": [
+            {"role": r.role, "path": str(r.path), "id": r.id, "kind": r.kind} for r in inputs
+        ],
+        "config": config,
+        "files": files,
+        "metrics": metrics,
+        "code": code_info(),
         "host": host_info(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": 0.0,
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")

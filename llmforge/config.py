@@ -31,8 +31,10 @@ def param(default: Any = _MISSING, help: str = "", **kwargs: Any) -> Any:
     metadata = {"help": help, **kwargs.pop("metadata", {})}
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
         value = default
-        factory = (lambda: type(value)(value)) if not dataclasses.is_dataclass(value) else (
-            lambda: dataclasses.replace(value)
+        factory = (
+            (lambda: type(value)(value))
+            if not dataclasses.is_dataclass(value)
+            else (lambda: dataclasses.replace(value))
         )
         return dataclasses.field(default_factory=factory, metadata=metadata, **kwargs)
     if default is _MISSING:
@@ -67,7 +69,9 @@ def read_yaml(path: str | Path) -> tuple[dict, dict[str, int]]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise BadInput(f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path), line=line)
+        raise BadInput(
+            f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path), line=line
+        ) from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
@@ -198,7 +202,10 @@ def _build(cls: type, data: dict, prefix: str, where: _Where) -> Any:
 
 
 def load(
-    cls: type, path: str | Path | None = None, sets: typing.Iterable[str] = (), base: dict | None = None
+    cls: type,
+    path: str | Path | None = None,
+    sets: typing.Iterable[str] = (),
+    base: dict | None = None,
 ) -> Any:
     """Build `cls` from an optional YAML file, a base dict and `--set` overrides, in that order."""
     data: dict = dict(base or {})

@@ -8,8 +8,8 @@ stderr.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"quiet": os.environ.get("LLMFORGE_QUIET") == "1"}
 
 
@@ -49,11 +49,11 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {message}")
 
 
 @contextmanager
-def progress(description: str, total: float | None = None) -> Iterator["Bar"]:
+def progress(description: str, total: float | None = None) -> Iterator[Bar]:
     """A progress bar on stderr (silent when quiet, on non-zero ranks or off a terminal)."""
     disabled = _state["quiet"] or not _rank0()
     columns = [

@@ -12,9 +12,10 @@ import inspect
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -215,17 +216,22 @@ def make_command(stage: Stage) -> Callable:
                 sets.append(f"{key}=true")
         run_cli(
             lambda: execute(
-                stage, kwargs["inputs"] or [], kwargs["config"], sets, kwargs["out"],
-                kwargs["dry_run"], kwargs["replace"],
+                stage,
+                kwargs["inputs"] or [],
+                kwargs["config"],
+                sets,
+                kwargs["out"],
+                kwargs["dry_run"],
+                kwargs["replace"],
             ),
             quiet=kwargs["quiet"],
         )
 
     params = [
-        _param("inputs", Optional[list[str]], typer.Argument(help="input artifacts or files")),
-        _param("config", Optional[Path], typer.Option("--config", "-c", help="YAML config file")),
-        _param("set", Optional[list[str]], typer.Option("--set", "-s", help="override: key=value")),
-        _param("out", Optional[Path], typer.Option("--out", "-o", help="output artifact path")),
+        _param("inputs", list[str] | None, typer.Argument(help="input artifacts or files")),
+        _param("config", Path | None, typer.Option("--config", "-c", help="YAML config file")),
+        _param("set", list[str] | None, typer.Option("--set", "-s", help="override: key=value")),
+        _param("out", Path | None, typer.Option("--out", "-o", help="output artifact path")),
         _param("dry_run", bool, typer.Option("--dry-run", help="print config and id; do nothing")),
         _param("replace", bool, typer.Option("--replace", help="overwrite a different artifact")),
         _param("quiet", bool, typer.Option("--quiet", "-q", help="only errors on stderr")),

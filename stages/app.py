@@ -9,8 +9,16 @@ import typer
 from stages import utility
 
 STAGES = (
-    "tokenize", "dedup", "regmix", "pretrain", "midtrain",
-    "context-extend", "sft", "dpo", "rlvr", "eval",
+    "tokenize",
+    "dedup",
+    "regmix",
+    "pretrain",
+    "midtrain",
+    "context-extend",
+    "sft",
+    "dpo",
+    "rlvr",
+    "eval",
 )
 
 app = typer.Typer(

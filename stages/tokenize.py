@@ -53,7 +53,9 @@ def _doc_stream(inputs: list[Ref], cfg: Config, rejects: sources.Rejects):
     for ref in inputs:
         path = ref.path / "documents" if ref.kind == "corpus" else ref.path
         fallback = ref.role if ref.role != "data" else ref.path.name.split(".")[0]
-        for doc in sources.iter_documents(path, fallback, cfg.text_field, cfg.skip_bad_lines, rejects):
+        for doc in sources.iter_documents(
+            path, fallback, cfg.text_field, cfg.skip_bad_lines, rejects
+        ):
             if len(doc.text) >= cfg.min_chars:
                 yield doc
 
@@ -82,8 +84,11 @@ def _encode_all(tok, cfg: Config, data: list[Ref], work: Path, rejects) -> tuple
     domains: dict[str, int] = {}
     writer = tokens.TokenWriter(work, "all", tokens.dtype_for(tok.get_vocab_size()))
     stats = {"bytes": 0, "documents": 0}
-    total = sum(f.stat().st_size for r in data for f in sources.source_files(
-        r.path / "documents" if r.kind == "corpus" else r.path))
+    total = sum(
+        f.stat().st_size
+        for r in data
+        for f in sources.source_files(r.path / "documents" if r.kind == "corpus" else r.path)
+    )
     stream = _doc_stream(data, cfg, rejects)
     # Encoding runs in a thread (the Rust tokenizer releases the GIL and uses both cores)
     # while this thread parses the next batch of JSON.
@@ -161,8 +166,9 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     tokens.write_meta(out.dir, domains, dtype, eos, tok.get_vocab_size(), counts)
     per_domain = {split: tokens.TokenStore(out.dir, split).domain_tokens() for split in counts}
     tok_cfg = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "origin": origin}
-    artifact.write_nested(tok_dir, "tokenizer", "tokenize", tok_cfg, inputs.refs,
-                          {"vocab_size": tok.get_vocab_size()})
+    artifact.write_nested(
+        tok_dir, "tokenizer", "tokenize", tok_cfg, inputs.refs, {"vocab_size": tok.get_vocab_size()}
+    )
     total_tokens = sum(c["tokens"] for c in counts.values())
     return {
         "tokens": total_tokens,
@@ -188,10 +194,18 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "*": Role(kinds=("raw", "corpus"), min=0, max=None,
-                  help="domain=PATH: jsonl, jsonl.gz, parquet, a text folder or a corpus artifact"),
-        "tokenizer": Role(kinds=("tokenizer", "tokens", "model", "raw"), min=0, max=1,
-                          help="an existing tokenizer (artifact, tokenizer.json or transformers dir)"),
+        "*": Role(
+            kinds=("raw", "corpus"),
+            min=0,
+            max=None,
+            help="domain=PATH: jsonl, jsonl.gz, parquet, a text folder or a corpus artifact",
+        ),
+        "tokenizer": Role(
+            kinds=("tokenizer", "tokens", "model", "raw"),
+            min=0,
+            max=1,
+            help="an existing tokenizer (artifact, tokenizer.json or transformers dir)",
+        ),
     },
     default_role="data",
     help="Tokenize documents into a tokens artifact (training a BPE tokenizer if none is given).",

@@ -17,7 +17,9 @@ from llmforge.stage import run_cli
 PathArg = Annotated[Path, typer.Argument(help="an artifact directory")]
 
 
-def show(path: PathArg, as_json: Annotated[bool, typer.Option("--json", help="raw manifest")] = False) -> None:
+def show(
+    path: PathArg, as_json: Annotated[bool, typer.Option("--json", help="raw manifest")] = False
+) -> None:
     """Print an artifact's manifest and metrics readably (stderr; --json prints it on stdout)."""
 
     def body() -> None:
@@ -29,8 +31,11 @@ def show(path: PathArg, as_json: Annotated[bool, typer.Option("--json", help="ra
         for key in ("kind", "stage", "id", "created_at", "duration_s"):
             table.add_row(key, str(manifest.get(key)))
         code = manifest.get("code", {})
-        table.add_row("code", f"{code.get('version')} {str(code.get('commit'))[:10]}"
-                      + (" (dirty)" if code.get("dirty") else ""))
+        table.add_row(
+            "code",
+            f"{code.get('version')} {str(code.get('commit'))[:10]}"
+            + (" (dirty)" if code.get("dirty") else ""),
+        )
         table.add_row("host", " ".join(f"{k}={v}" for k, v in manifest.get("host", {}).items()))
         for inp in manifest.get("inputs", []):
             table.add_row(f"input {inp['role']}", f"{inp['kind']} {inp['id']} {inp['path']}")
@@ -106,8 +111,14 @@ def ls(root: Annotated[Path, typer.Argument(help="folder to search")] = Path("ar
         for col in ("path", "kind", "stage", "id", "created", "key metric"):
             table.add_column(col)
         for path, manifest in artifact.find_artifacts(root):
-            table.add_row(str(path), manifest["kind"], manifest.get("stage", ""),
-                          manifest["id"], manifest.get("created_at", ""), _key_metric(manifest))
+            table.add_row(
+                str(path),
+                manifest["kind"],
+                manifest.get("stage", ""),
+                manifest["id"],
+                manifest.get("created_at", ""),
+                _key_metric(manifest),
+            )
         log.console.print(table)
 
     run_cli(body)

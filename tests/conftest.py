@@ -15,8 +15,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-WORDS = ("the king queen sword love death night day rose thou art fair crown war peace "
-         "def return class import self value list dict for while if else").split()
+WORDS = (
+    "the king queen sword love death night day rose thou art fair crown war peace "
+    "def return class import self value list dict for while if else"
+).split()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -30,17 +32,30 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def make_corpus(root: Path, n: int = 200, seed: int = 0) -> dict[str, Path]:
     """Three small domains of jsonl documents."""
     rng = random.Random(seed)
-    lit = [{"id": f"lit{i}", "text": " ".join(rng.choice(WORDS[:14]) for _ in range(60))}
-           for i in range(n)]
-    code = [{"id": f"code{i}", "text": "\n".join(
-        f"def f{j}(x):\n    return x + {rng.randint(0, 99)}" for j in range(5))} for i in range(n)]
+    lit = [
+        {"id": f"lit{i}", "text": " ".join(rng.choice(WORDS[:14]) for _ in range(60))}
+        for i in range(n)
+    ]
+    code = [
+        {
+            "id": f"code{i}",
+            "text": "\n".join(
+                f"def f{j}(x):\n    return x + {rng.randint(0, 99)}" for j in range(5)
+            ),
+        }
+        for i in range(n)
+    ]
     math = []
     for i in range(n):
         a, b = rng.randint(1, 99), rng.randint(1, 99)
-        math.append({"id": f"math{i}", "text": f"{a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}."})
-    return {"literature": write_jsonl(root / "literature.jsonl", lit),
-            "code": write_jsonl(root / "code.jsonl", code),
-            "math": write_jsonl(root / "math.jsonl", math)}
+        math.append(
+            {"id": f"math{i}", "text": f"{a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}."}
+        )
+    return {
+        "literature": write_jsonl(root / "literature.jsonl", lit),
+        "code": write_jsonl(root / "code.jsonl", code),
+        "math": write_jsonl(root / "math.jsonl", math),
+    }
 
 
 @pytest.fixture(scope="session")

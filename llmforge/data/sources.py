@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import orjson
 
@@ -43,8 +44,12 @@ class Rejects:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
-        record = {"file": str(file), "line": line, "reason": reason,
-                  "raw": raw[:2000].decode("utf-8", "replace")}
+        record = {
+            "file": str(file),
+            "line": line,
+            "reason": reason,
+            "raw": raw[:2000].decode("utf-8", "replace"),
+        }
         self._fh.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
@@ -60,8 +65,7 @@ def source_files(path: Path) -> list[Path]:
     if not path.is_dir():
         raise BadInput("no such file or directory", path=str(path))
     files = sorted(
-        f for f in path.rglob("*")
-        if f.is_file() and not f.name.startswith(".") and _readable(f)
+        f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".") and _readable(f)
     )
     if not files:
         raise BadInput("folder holds no jsonl, parquet or text files", path=str(path))
@@ -74,7 +78,10 @@ def _readable(f: Path) -> bool:
 
 
 def iter_documents(
-    path: Path, domain: str, text_field: str = "text", skip_bad_lines: bool = False,
+    path: Path,
+    domain: str,
+    text_field: str = "text",
+    skip_bad_lines: bool = False,
     rejects: Rejects | None = None,
 ) -> Iterator[Doc]:
     """Stream documents from one input path; `domain` labels them unless rows carry one."""

@@ -5,14 +5,21 @@ think/no_think chat template (docs/contract.md)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from llmforge.errors import BadInput
 
 DOC_SEP = "<|endoftext|>"
-SPECIAL_TOKENS = [DOC_SEP, "<|im_start|>", "<|im_end|>", "<think>", "</think>",
-                  "<tool_call>", "</tool_call>"]
+SPECIAL_TOKENS = [
+    DOC_SEP,
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+]
 
 # SmolLM3-style ChatML template. The mode comes from `enable_thinking` or a trailing
 # /think or /no_think in the system prompt; reasoning is kept on the last assistant turn
@@ -60,13 +67,18 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True),
-         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
@@ -110,8 +122,13 @@ def save_for_transformers(tok, out_dir: Path, model_max_length: int = 1 << 17) -
 
 def copy_tokenizer_files(src: Path, dst: Path) -> None:
     """Copy the files transformers needs to load a tokenizer from `src` into `dst`."""
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                 "chat_template.jinja", "added_tokens.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "added_tokens.json",
+    ):
         if (src / name).is_file():
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / name, dst / name)

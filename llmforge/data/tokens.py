@@ -71,7 +71,8 @@ class TokenStore:
         n = int(self.docs[:, 1].sum()) if len(self.docs) else 0
         self.tokens = (
             np.memmap(d / "tokens.bin", dtype=np.dtype(self.meta["dtype"]), mode="r", shape=(n,))
-            if n else np.zeros(0, dtype=self.meta["dtype"])
+            if n
+            else np.zeros(0, dtype=self.meta["dtype"])
         )
 
     def __len__(self) -> int:
@@ -95,8 +96,14 @@ class TokenStore:
         return {d: int(c) for d, c in zip(self.domains, counts)}
 
 
-def write_meta(root: Path, domains: list[str], dtype: np.dtype, eos_id: int, vocab_size: int,
-               splits: dict) -> None:
-    meta = {"domains": domains, "dtype": np.dtype(dtype).name, "eos_id": eos_id,
-            "vocab_size": vocab_size, "splits": splits}
+def write_meta(
+    root: Path, domains: list[str], dtype: np.dtype, eos_id: int, vocab_size: int, splits: dict
+) -> None:
+    meta = {
+        "domains": domains,
+        "dtype": np.dtype(dtype).name,
+        "eos_id": eos_id,
+        "vocab_size": vocab_size,
+        "splits": splits,
+    }
     (Path(root) / META).write_text(json.dumps(meta, indent=2))
