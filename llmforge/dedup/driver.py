@@ -17,9 +17,8 @@ from pathlib import Path
 
 from llmforge import config as cfglib
 from llmforge.dedup.config import DedupConfig
-from llmforge.dedup.filters import write_eval_index_source
-from llmforge.dedup.inputs import corpus_files, ingest, load_eval_items
-from llmforge.dedup.pipeline import Layout
+from llmforge.dedup.inputs import corpus_files, ingest, load_eval_items, write_eval_index_source
+from llmforge.dedup.layout import Layout
 from llmforge.errors import RunFailed
 
 
@@ -31,6 +30,10 @@ def prepare(cfg: DedupConfig, corpus: list[Path], evals: list[Path], layout: Lay
     if marker.is_file():
         return 0.0
     start = time.perf_counter()
+    if cfg.quality.language:
+        from llmforge.dedup.langid import check_available
+
+        check_available(cfg.quality.language_model)
     items = [item for path in evals for item in load_eval_items(path)]
     files = [f for path in corpus for f in corpus_files(path)]
     stats = ingest(files, layout.input, cfg.executor.workers, cfg.default_domain)

@@ -10,7 +10,6 @@ not say which eval item a document matched; the report must name the hit items.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -210,10 +209,3 @@ def normalized_text(doc: Document) -> str:
 def raw_text(doc: Document) -> str:
     """Exact-dedup key when normalisation is off."""
     return doc.text
-
-
-def write_eval_index_source(items, path: Path) -> None:
-    """Write eval items as the jsonl the DecontaminationFilter loads."""
-    with open(path, "wb") as f:
-        for item in items:
-            f.write(orjson.dumps({"source": item.source, "id": item.id, "text": item.text}) + b"\n")

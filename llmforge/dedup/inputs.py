@@ -189,3 +189,10 @@ def load_eval_items(path: str | Path) -> list[EvalItem]:
             item_id = str(row.get("id", f"{f.stem}:{line}"))
             items.append(EvalItem(source=f.stem, id=item_id, text=f"{prompt}\n{reference}"))
     return items
+
+
+def write_eval_index_source(items: list[EvalItem], path: Path) -> None:
+    """Write eval items as the jsonl the DecontaminationFilter loads."""
+    with open(path, "wb") as f:
+        for item in items:
+            f.write(orjson.dumps({"source": item.source, "id": item.id, "text": item.text}) + b"\n")

@@ -34,6 +34,7 @@ from datatrove.utils.text import TextNormConfig
 
 from llmforge.dedup import filters as F
 from llmforge.dedup.config import DedupConfig
+from llmforge.dedup.layout import Layout
 
 
 @dataclass
@@ -43,29 +44,6 @@ class Step:
     name: str
     pipeline: list
     tasks: int
-
-
-class Layout:
-    """Where each step reads and writes, under the run's work directory."""
-
-    def __init__(self, work: Path):
-        self.work = Path(work)
-        self.input = self.work / "input"
-        self.evals = self.work / "evals.jsonl"
-        self.filtered = self.work / "filtered"
-        self.exact_sigs = self.work / "exact" / "sigs"
-        self.exact_dups = self.work / "exact" / "dups"
-        self.to_minhash = self.work / "exact" / "to_minhash"
-        self.passthrough = self.work / "exact" / "passthrough"
-        self.minhash = self.work / "minhash"
-        self.deduped = self.work / "deduped"
-        self.removed = self.work / "removed"
-        self.semantic = self.work / "semantic"
-        self.logs = self.work / "logs"
-
-    def kept_folders(self) -> list[Path]:
-        """Folders that hold the surviving documents after the datatrove steps."""
-        return [self.deduped, self.passthrough]
 
 
 def _reader(folder: Path) -> JsonlReader:

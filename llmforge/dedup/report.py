@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from rich.table import Table
 
-from llmforge.dedup.pipeline import Layout
+from llmforge.dedup.layout import Layout
 
 SHARD_DOCS = 100_000
 SAMPLE_CHARS = 300

@@ -19,13 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import multiprocess
 import orjson
 
 from llmforge import config as cfglib
 from llmforge.dedup import semantic
 from llmforge.dedup.config import DedupConfig
 from llmforge.dedup.executors import run_steps
-from llmforge.dedup.pipeline import Layout, build_steps
+from llmforge.dedup.layout import Layout
+from llmforge.dedup.pipeline import build_steps
 from llmforge.dedup.report import (
     build_report,
     collect_removed,
@@ -159,7 +161,13 @@ def assemble(
     return report
 
 
+# Imported once by the forkserver, so the workers of every step fork with them loaded
+# instead of each paying for spacy's import (seconds) again.
+FORKSERVER_PRELOAD = ["numpy", "spacy", "datatrove.pipeline.dedup", "llmforge.dedup.filters"]
+
+
 def main(plan_path: str) -> int:
+    multiprocess.set_forkserver_preload(FORKSERVER_PRELOAD)
     plan = json.loads(Path(plan_path).read_text())
     cfg = cfglib.from_dict(DedupConfig, plan["config"])
     layout, out_dir = Layout(Path(plan["work"])), Path(plan["out"])
