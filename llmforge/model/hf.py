@@ -1,0 +1,342 @@
+"""Export our GPT to a transformers directory, and load a GPT back from one.
+
+Export picks the most widely supported family the model's features allow, so TRL, vLLM and
+lm-eval take the result as it is (see `hf_architecture` and docs/model.md):
+
+| features                                              | family                      |
+| ----------------------------------------------------- | --------------------------- |
+| GQA, SwiGLU, RMSNorm, RoPE (+ABF, YaRN), tied or not  | Llama                       |
+| + QK-norm                                             | Qwen3                       |
+| + NoPE every Nth layer                                | SmolLM3                     |
+| gated attention, soft-capping, embedding scale, MoE,  | `LLMForgeForCausalLM`       |
+| or QK-norm together with NoPE                         | (registered custom class)   |
+
+Importing this module registers `LLMForgeConfig` / `LLMForgeForCausalLM` with
+`AutoConfig` / `AutoModelForCausalLM`, so a process that imported llmforge loads the custom
+family with stock `from_pretrained`, without `trust_remote_code`. The custom class runs our
+GPT inside and has no KV cache: generation recomputes the prefix each step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    GenerationMixin,
+    LlamaConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen3Config,
+    SmolLM3Config,
+)
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from llmforge.config import from_dict, to_dict
+from llmforge.errors import BadInput
+from llmforge.model.gpt import GPT, ModelConfig, RopeScaling, rope_frequencies
+
+OUR_CONFIG = "llmforge_model.json"
+WEIGHTS = "model.safetensors"
+_SKIP_TOKENIZER_FILES = {"manifest.json", "metrics.jsonl"}
+
+# ---------------------------------------------------------------- the custom family
+
+
+class LLMForgeConfig(PreTrainedConfig):
+    """transformers config for models no stock family covers; `llmforge` is our ModelConfig."""
+
+    model_type = "llmforge"
+
+    def __init__(self, llmforge: dict | None = None, **kwargs):
+        self.llmforge = llmforge or to_dict(ModelConfig())
+        cfg = from_dict(ModelConfig, self.llmforge)
+        # The standard names, for tools that read sizes from any config.
+        self.hidden_size, self.num_hidden_layers = cfg.d_model, cfg.n_layers
+        self.num_attention_heads, self.num_key_value_heads = cfg.n_heads, cfg.n_kv_heads
+        self.head_dim, self.intermediate_size = cfg.head_dim, cfg.ffn_hidden
+        self.max_position_embeddings = cfg.max_seq_len
+        kwargs.setdefault("vocab_size", cfg.vocab_size)
+        kwargs.setdefault("tie_word_embeddings", cfg.tie_embeddings)
+        kwargs.setdefault("use_cache", False)
+        super().__init__(**kwargs)
+
+
+class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
+    """Our GPT behind the transformers causal-LM interface (logits, loss, generate)."""
+
+    config_class = LLMForgeConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["Block"]
+
+    def __init__(self, config: LLMForgeConfig):
+        super().__init__(config)
+        cfg = from_dict(ModelConfig, config.llmforge)
+        self.model = GPT(cfg)
+        if cfg.tie_embeddings:
+            self._tied_weights_keys = {"model.lm_head.weight": "model.embed_tokens.weight"}
+        self.post_init()
+
+    def _init_weights(self, module):
+        """GPT initialises its weights itself and from_pretrained overwrites them; only the
+        RoPE buffer, which no checkpoint holds, must be computed after loading."""
+        if isinstance(module, GPT):
+            inv_freq, module.rope_scale = rope_frequencies(module.cfg)
+            module.inv_freq.copy_(inv_freq)
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def get_output_embeddings(self):
+        return self.model.lm_head
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, **kwargs):
+        """Padding (attention_mask 0) becomes its own document, so real tokens never see it
+        and their positions start at 0 after left padding."""
+        doc_ids = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            doc_ids = attention_mask.long()
+        logits = self.model(input_ids, doc_ids=doc_ids, positions=position_ids).logits
+        loss = None
+        if labels is not None:
+            shifted = logits[:, :-1].flatten(0, 1).float()
+            loss = F.cross_entropy(shifted, labels[:, 1:].flatten(), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        # No KV cache: feed the whole sequence every step.
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+AutoConfig.register("llmforge", LLMForgeConfig, exist_ok=True)
+AutoModelForCausalLM.register(LLMForgeConfig, LLMForgeForCausalLM, exist_ok=True)
+
+# ---------------------------------------------------------------- export
+
+
+def hf_architecture(cfg: ModelConfig) -> str:
+    """The family export writes: 'llama', 'qwen3', 'smollm3' or 'llmforge' (custom)."""
+    custom = (
+        cfg.gated_attn
+        or cfg.logit_softcap is not None
+        or cfg.attn_softcap is not None
+        or cfg.embed_multiplier != 1.0
+        or cfg.moe.n_experts > 0
+        or (cfg.qk_norm and cfg.nope_every > 0)
+    )
+    if custom:
+        return "llmforge"
+    if cfg.qk_norm:
+        return "qwen3"
+    return "smollm3" if cfg.nope_every > 0 else "llama"
+
+
+_FAMILIES = {
+    "llama": (LlamaConfig, "LlamaForCausalLM"),
+    "qwen3": (Qwen3Config, "Qwen3ForCausalLM"),
+    "smollm3": (SmolLM3Config, "SmolLM3ForCausalLM"),
+    "llmforge": (LLMForgeConfig, "LLMForgeForCausalLM"),
+}
+
+
+def rope_parameters(cfg: ModelConfig) -> dict:
+    """transformers 5 `rope_parameters` (it replaced `rope_scaling`): theta plus YaRN."""
+    params = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling.type == "yarn":
+        s = cfg.rope_scaling
+        params.update(
+            rope_type="yarn", factor=s.factor, original_max_position_embeddings=s.original_max_seq_len,
+            beta_fast=s.beta_fast, beta_slow=s.beta_slow,
+        )  # fmt: skip
+    return params
+
+
+def hf_config(cfg: ModelConfig, special_tokens: dict | None = None) -> PreTrainedConfig:
+    """The transformers config of the family `hf_architecture(cfg)` picks."""
+    family = hf_architecture(cfg)
+    config_cls, class_name = _FAMILIES[family]
+    common = dict(
+        vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_embeddings,
+        architectures=[class_name], **(special_tokens or {}),
+    )  # fmt: skip
+    if family == "llmforge":
+        return config_cls(llmforge=to_dict(cfg), **common)
+    common.update(
+        hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+        initializer_range=cfg.init_std, rope_parameters=rope_parameters(cfg),
+        attention_bias=False, hidden_act="silu",
+    )  # fmt: skip
+    if family == "llama":
+        return config_cls(head_dim=cfg.head_dim, mlp_bias=False, **common)
+    if family == "qwen3":
+        return config_cls(head_dim=cfg.head_dim, use_sliding_window=False, **common)
+    no_rope = [int(cfg.uses_rope(i)) for i in range(cfg.n_layers)]
+    return config_cls(no_rope_layers=no_rope, use_sliding_window=False, **common)
+
+
+def export_hf(model: GPT, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> None:
+    """Write config.json, model.safetensors, llmforge_model.json and the tokenizer files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.cfg
+    special = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # not Llama's 1, 2
+    if tokenizer_dir is not None:
+        special = _copy_tokenizer(Path(tokenizer_dir), out)
+    config = hf_config(cfg, special)
+    config.save_pretrained(out)
+    GenerationConfig.from_model_config(config).save_pretrained(out)
+    save_file(_hf_state_dict(model), str(out / WEIGHTS), metadata={"format": "pt"})
+    (out / OUR_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def _hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our names with transformers' prefixes; a tied head is stored once (as the embedding)."""
+    custom = hf_architecture(model.cfg) == "llmforge"
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and model.cfg.tie_embeddings:
+            continue
+        key = name if name == "lm_head.weight" and not custom else "model." + name
+        state[key] = tensor.detach().contiguous().clone()
+    return state
+
+
+def _copy_tokenizer(src: Path, out: Path) -> dict:
+    """Copy the tokenizer files; return its bos/eos/pad ids for the model config."""
+    from transformers import AutoTokenizer
+
+    if not src.is_dir():
+        raise BadInput("tokenizer directory not found", path=str(src))
+    for f in src.iterdir():
+        if f.is_file() and f.name not in _SKIP_TOKENIZER_FILES:
+            shutil.copy2(f, out / f.name)
+    tok = AutoTokenizer.from_pretrained(str(src))
+    return {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    }
+
+
+# ---------------------------------------------------------------- import
+
+
+def load_gpt(model_dir: str | Path) -> GPT:
+    """A GPT from our export (llmforge_model.json) or a stock Llama/Qwen3/SmolLM3 directory."""
+    path = Path(model_dir)
+    if (path / OUR_CONFIG).is_file():
+        cfg = from_dict(ModelConfig, json.loads((path / OUR_CONFIG).read_text()))
+    elif (path / "config.json").is_file():
+        cfg = config_from_hf(json.loads((path / "config.json").read_text()), path / "config.json")
+    else:
+        raise BadInput(f"no {OUR_CONFIG} or config.json: not a model directory", path=str(path))
+    model = GPT(cfg)
+    state = {_our_key(k): v for k, v in _read_weights(path).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if cfg.tie_embeddings and "lm_head.weight" in missing:
+        missing.remove("lm_head.weight")
+    if missing or unexpected:
+        raise BadInput(
+            f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}",
+            path=str(path),
+        )
+    return model
+
+
+def _our_key(hf_key: str) -> str:
+    return hf_key.removeprefix("model.")
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, or every shard a model.safetensors.index.json lists."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / WEIGHTS).is_file():
+        shards = [WEIGHTS]
+    else:
+        raise BadInput("no model.safetensors (only safetensors weights are read)", path=str(path))
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(load_file(str(path / shard)))
+    return state
+
+
+def config_from_hf(hf: dict, where: Path | None = None) -> ModelConfig:
+    """Map a stock Llama/Qwen3/SmolLM3 config.json onto ModelConfig, refusing what we lack."""
+    family = hf.get("model_type")
+    where_s = str(where) if where else None
+    if family not in ("llama", "qwen3", "smollm3"):
+        raise BadInput(f"model_type {family!r}: only llama, qwen3 and smollm3 import", path=where_s)
+    _refuse_unsupported(hf, where_s)
+    heads = hf["num_attention_heads"]
+    return ModelConfig(
+        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
+        ffn_hidden=hf["intermediate_size"],
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        rope_theta=_rope(hf)["rope_theta"], rope_scaling=_rope_scaling(_rope(hf), where_s),
+        nope_every=_nope_every(hf, where_s) if family == "smollm3" else 0,
+        qk_norm=family == "qwen3", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        norm_eps=hf.get("rms_norm_eps", 1e-6), init_std=hf.get("initializer_range", 0.02),
+    )  # fmt: skip
+
+
+def _refuse_unsupported(hf: dict, where: str | None) -> None:
+    checks = {
+        "attention_bias": not hf.get("attention_bias", False),
+        "mlp_bias": not hf.get("mlp_bias", False),
+        "hidden_act": hf.get("hidden_act", "silu") == "silu",
+        "use_sliding_window": not hf.get("use_sliding_window", False),
+        "head_dim": hf.get("head_dim") in (None, hf["hidden_size"] // hf["num_attention_heads"]),
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise BadInput(f"config.json: '{key}' = {hf.get(key)!r} is not supported", path=where)
+
+
+def _rope(hf: dict) -> dict:
+    """rope_parameters (transformers 5) or the older rope_theta + rope_scaling fields."""
+    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+    params.setdefault("rope_type", params.get("type", "default"))
+    return params
+
+
+def _rope_scaling(params: dict, where: str | None) -> RopeScaling:
+    kind = params["rope_type"]
+    if kind == "default":
+        return RopeScaling()
+    if kind != "yarn":
+        raise BadInput(
+            f"config.json: rope_type {kind!r} is not supported (default, yarn)", path=where
+        )
+    return RopeScaling(
+        type="yarn", factor=params["factor"],
+        original_max_seq_len=params["original_max_position_embeddings"],
+        beta_fast=params.get("beta_fast") or 32.0, beta_slow=params.get("beta_slow") or 1.0,
+    )  # fmt: skip
+
+
+def _nope_every(hf: dict, where: str | None) -> int:
+    """SmolLM3's per-layer flags (1 = RoPE) as a period; irregular patterns are refused."""
+    flags = hf.get("no_rope_layers")
+    n = hf["num_hidden_layers"]
+    if flags is None:
+        return hf.get("no_rope_layer_interval", 4)
+    flags = list(flags)[:n]
+    if all(flags):
+        return 0
+    period = flags.index(0) + 1
+    if flags != [int((i + 1) % period != 0) for i in range(n)]:
+        raise BadInput(f"config.json: no_rope_layers {flags} is not every Nth layer", path=where)
+    return period

@@ -1,0 +1,193 @@
+"""Export to each transformers family with logit parity; import from stock checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from llmforge.errors import BadInput
+from llmforge.model.gpt import GPT, ModelConfig, MoEConfig, RopeScaling
+from llmforge.model.hf import export_hf, hf_architecture, load_gpt
+
+transformers = pytest.importorskip("transformers")
+AutoModelForCausalLM = transformers.AutoModelForCausalLM
+
+TOL = dict(atol=1e-4, rtol=1e-4)  # fp32; observed max |diff| is ~1e-6
+BASE = dict(vocab_size=97, d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=48)
+
+FAMILIES = {
+    "llama": dict(),
+    "llama-untied-yarn": dict(
+        tie_embeddings=False,
+        rope_theta=500.0,
+        max_seq_len=64,
+        rope_scaling=RopeScaling(type="yarn", factor=4.0, original_max_seq_len=16),
+    ),  # fmt: skip
+    "qwen3": dict(qk_norm=True),
+    "smollm3": dict(nope_every=2, rope_theta=1000.0),
+    "llmforge": dict(
+        gated_attn=True,
+        logit_softcap=3.0,
+        attn_softcap=5.0,
+        embed_scale=True,
+        qk_norm=True,
+        nope_every=2,
+        moe=MoEConfig(n_experts=4, top_k=2, shared_expert=True, dense_layers=1),
+    ),  # fmt: skip
+}
+
+
+def random_model(**kw) -> GPT:
+    """A GPT whose norms and routing biases are not at their init values, so a missed or
+    mismatched tensor in the export shows up in the logits."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**{**BASE, **kw})).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * (0.3 if name.endswith("norm.weight") else 0.02))
+        for moe in model.moe_layers():
+            moe.expert_bias.normal_(0, 0.1)
+    return model
+
+
+def ids(b=2, s=24):
+    return torch.randint(0, 97, (b, s), generator=torch.Generator().manual_seed(7))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_export_parity_per_family(name, tmp_path):
+    ours = random_model(**FAMILIES[name])
+    family = name.split("-")[0]
+    assert hf_architecture(ours.cfg) == family
+    export_hf(ours, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == family
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    x = ids()
+    with torch.no_grad():
+        expected = ours(x).logits
+        got = hf(x, use_cache=False).logits
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_yarn_is_carried_in_rope_parameters(tmp_path):
+    export_hf(random_model(**FAMILIES["llama-untied-yarn"]), tmp_path)
+    rope = json.loads((tmp_path / "config.json").read_text())["rope_parameters"]
+    assert rope["rope_type"] == "yarn" and rope["factor"] == 4.0
+    assert rope["original_max_position_embeddings"] == 16 and rope["rope_theta"] == 500.0
+
+
+def test_packed_rows_match_stock_llama_with_restarted_positions(tmp_path):
+    ours = random_model()
+    export_hf(ours, tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    doc_ids = torch.tensor([[0] * 10 + [1] * 14, [0] * 3 + [1] * 21])
+    positions = torch.cat(
+        [
+            torch.cat([torch.arange(10), torch.arange(14)]),
+            torch.cat([torch.arange(3), torch.arange(21)]),
+        ]
+    ).view(2, 24)
+    x = ids()
+    with torch.no_grad():
+        expected = ours(x, doc_ids=doc_ids).logits
+        got = hf(x, position_ids=positions, use_cache=False).logits
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+@pytest.mark.parametrize("name", ["llama", "llmforge"])
+def test_roundtrip_through_export_keeps_every_tensor(name, tmp_path):
+    ours = random_model(**FAMILIES[name])
+    export_hf(ours, tmp_path)
+    back = load_gpt(tmp_path)
+    assert back.cfg == ours.cfg
+    for key, value in ours.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_custom_family_generates_like_a_greedy_loop(tmp_path):
+    ours = random_model(**FAMILIES["llmforge"])
+    export_hf(ours, tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    prompt = ids(1, 5)
+    with torch.no_grad():
+        out = hf.generate(prompt, max_new_tokens=6, do_sample=False, eos_token_id=None)
+        seq = prompt
+        for _ in range(6):
+            nxt = ours(seq).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    assert out.tolist() == seq.tolist()
+
+
+def test_custom_family_left_padding_does_not_leak(tmp_path):
+    ours = random_model(**FAMILIES["llmforge"])
+    export_hf(ours, tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    x = ids(1, 6)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), x], dim=1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        got = hf(padded, attention_mask=mask).logits[:, 3:]
+    torch.testing.assert_close(got, ours(x).logits, **TOL)
+
+
+STOCK = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 8}),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {"no_rope_layer_interval": 2}),
+}
+
+
+@pytest.mark.parametrize("family", list(STOCK))
+def test_import_stock_checkpoint(family, tmp_path):
+    config_name, model_name, extra = STOCK[family]
+    config = getattr(transformers, config_name)(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        tie_word_embeddings=family != "llama", rope_parameters={"rope_type": "default", "rope_theta": 777.0},
+        bos_token_id=None, eos_token_id=None, pad_token_id=None, **extra,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    stock = getattr(transformers, model_name)(config).eval()
+    with torch.no_grad():
+        for p in stock.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    stock.save_pretrained(tmp_path)
+    ours = load_gpt(tmp_path).eval()
+    assert ours.cfg.qk_norm == (family == "qwen3")
+    assert ours.cfg.nope_every == (2 if family == "smollm3" else 0)
+    assert ours.cfg.rope_theta == 777.0
+    x = ids()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x).logits, stock(x, use_cache=False).logits, **TOL)
+
+
+def test_import_refuses_unsupported_features(tmp_path):
+    config = transformers.LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+        num_attention_heads=4, attention_bias=True,
+    )  # fmt: skip
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(BadInput, match="attention_bias"):
+        load_gpt(tmp_path)
+    with pytest.raises(BadInput, match="not a model directory"):
+        load_gpt(tmp_path / "missing")
+
+
+def test_export_copies_tokenizer_and_special_ids(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, **{f"w{i}": i + 2 for i in range(95)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    tok_dir = tmp_path / "tok"
+    fast.save_pretrained(tok_dir)
+    (tok_dir / "manifest.json").write_text("{}")
+    out = tmp_path / "model"
+    export_hf(random_model(), out, tokenizer_dir=tok_dir)
+    assert (out / "tokenizer.json").is_file() and not (out / "manifest.json").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["eos_token_id"] == 0 and config["pad_token_id"] == 0
+    loaded = transformers.AutoTokenizer.from_pretrained(out)
+    assert loaded("w3 w4")["input_ids"] == [5, 6]
