@@ -1,0 +1,130 @@
+"""Evaluate one model on everything a run asks for, writing per-sample jsonl as it goes.
+
+`Plan` gathers the work (loss data, task sets, probes, decontamination, lm-eval tasks);
+`evaluate_model` loads the model once and returns its entry of results.json. The eval
+stage builds a Plan from its config and inputs and calls this for each model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmforge import log
+from llmforge.eval import contamination, generative, longctx
+from llmforge.eval import loss as losslib
+from llmforge.eval.harness import HarnessConfig, run_harness
+from llmforge.eval.tasks import TaskSet, prompt_text
+
+
+@dataclass
+class Plan:
+    """What to evaluate. Empty parts are skipped."""
+
+    tokens_path: Path | None = None
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    loss: losslib.LossConfig = field(default_factory=losslib.LossConfig)
+    tasks: list[TaskSet] = field(default_factory=list)
+    sampling: generative.Sampling = field(default_factory=generative.Sampling)
+    probes: longctx.ProbeConfig | None = None
+    decontam_ngram: int | None = 13
+    decontam_min_overlap: float = 0.0
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    harness_include: Path | None = None
+    backend: str = "transformers"
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+def register_model_classes() -> None:
+    """Import llmforge's transformers registration when it exists (custom architectures)."""
+    if importlib.util.find_spec("llmforge.model.hf") is not None:
+        importlib.import_module("llmforge.model.hf")
+
+
+def load(path: Path, device: str = "cpu"):
+    """(model, tokenizer) of a model artifact, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    register_model_classes()
+    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(str(path))
+
+
+def make_generator(path: Path, plan: Plan, model=None, tokenizer=None):
+    """The generation backend: transformers (sharing the loaded model) or vLLM."""
+    if plan.backend == "vllm":
+        from llmforge.gen import VLLMGenerator
+
+        return VLLMGenerator(path)
+    from llmforge.gen import TransformersGenerator
+
+    return TransformersGenerator(model, tokenizer, batch_size=plan.batch_size)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def evaluate_model(path: Path, manifest: dict, plan: Plan, samples_dir: Path) -> dict:
+    """results.json entry of one model; per-sample rows go to `samples_dir`."""
+    entry: dict = {"path": str(path), "id": manifest.get("id"), "stage": manifest.get("stage")}
+    model, tokenizer = load(path, plan.device)
+    if plan.tokens_path is not None or plan.texts:
+        entry["loss"] = _loss(model, tokenizer, plan)
+    if plan.tasks:
+        report = _decontaminate(path, plan)
+        if report is not None:
+            entry["contamination"] = report.to_json()
+        generator = make_generator(path, plan, model, tokenizer)
+        entry["tasks"] = {}
+        for task in plan.tasks:
+            result = generative.run_task(generator, task, plan.sampling)
+            flagged = report.ids(task.name) if report else set()
+            entry["tasks"][task.name] = generative.task_metrics(result, plan.sampling.ks, flagged)
+            write_jsonl(samples_dir / f"{task.name}.jsonl", result.records)
+    if plan.probes is not None:
+        records, summary = longctx.run_probes(model, tokenizer, plan.probes)
+        entry["long_context"] = summary
+        write_jsonl(samples_dir / "long_context.jsonl", records)
+    if plan.harness.tasks:
+        results, per_task = run_harness(path, plan.harness, plan.harness_include, plan.device)
+        entry["harness"] = results
+        for task, rows in per_task.items():
+            write_jsonl(samples_dir / f"harness_{task}.jsonl", rows)
+    return entry
+
+
+def _loss(model, tokenizer, plan: Plan) -> dict:
+    per_domain = {}
+    if plan.tokens_path is not None:
+        from llmforge.data.tokens import TokenStore
+
+        store = TokenStore(plan.tokens_path, "val")
+        per_domain.update(losslib.tokens_loss(model, tokenizer, store, plan.loss))
+    if plan.texts:
+        per_domain.update(losslib.text_loss(model, tokenizer, plan.texts, plan.loss))
+    return {
+        "per_domain": per_domain,
+        "overall": losslib.overall(per_domain),
+        "seq_len": plan.loss.seq_len,
+    }
+
+
+def _decontaminate(path: Path, plan: Plan) -> contamination.Report | None:
+    if plan.decontam_ngram is None:
+        return None
+    sources = contamination.training_sources(path)
+    items = {t.name: {r["id"]: prompt_text(r) for r in t.rows} for t in plan.tasks}
+    report = contamination.check(items, sources, plan.decontam_ngram, plan.decontam_min_overlap)
+    flagged = sum(len(v) for v in report.contaminated.values())
+    log.info(
+        f"decontamination: {report.documents} training documents from {len(sources)} "
+        f"source(s); {flagged} eval item(s) overlap at {plan.decontam_ngram}-grams"
+    )
+    return report
