@@ -49,41 +49,47 @@ def _jsonl_in(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.jsonl") if "_work" not in p.parts)
 
 
-def corpus_files(path: str | Path, _seen: frozenset = frozenset()) -> list[Path]:
-    """The jsonl document files behind `path`: a corpus artifact's `documents/`, a tokens
-    artifact's corpus inputs (followed through its manifest), a jsonl file or a directory."""
+def corpus_files(
+    path: str | Path, domain: str | None = None, _seen: frozenset = frozenset()
+) -> list[tuple[Path, str | None]]:
+    """The jsonl document files behind `path`, each with the domain its rows default to.
+
+    A corpus artifact gives its `documents/`; a tokens artifact is followed back through
+    its manifest `inputs` (a raw input's role names its domain, as in tokenize); a jsonl
+    file or a directory of them is read as it is.
+    """
     path = Path(path).resolve()
     if path in _seen:
         raise BadInput("artifact lineage loops back on itself", path=str(path))
     manifest = _manifest(path) if path.is_dir() else None
     if manifest is None:
         if path.is_file():
-            return [path]
+            return [(path, domain)]
         if path.is_dir() and (files := _jsonl_in(path)):
-            return files
+            return [(f, domain) for f in files]
         raise BadInput("no jsonl documents found", path=str(path))
     kind = manifest.get("kind")
     if kind == "corpus":
         files = _jsonl_in(path / "documents")
         if not files:
             raise BadInput("corpus artifact has no documents/*.jsonl", path=str(path))
-        return files
+        return [(f, domain) for f in files]
     if kind == "tokens":
-        files = [f for inp in _manifest_inputs(manifest, path) for f in _follow(inp, path, _seen)]
-        if not files:
+        found = [f for inp in _manifest_inputs(manifest) for f in _follow(inp, path, _seen)]
+        if not found:
             raise BadInput("tokens artifact names no corpus or jsonl input", path=str(path))
-        return files
+        return found
     raise BadInput(f"is a '{kind}' artifact; dedup reads corpus, tokens or jsonl", path=str(path))
 
 
-def _manifest_inputs(manifest: dict, path: Path) -> list[dict]:
+def _manifest_inputs(manifest: dict) -> list[dict]:
     inputs = manifest.get("inputs") or []
     if isinstance(inputs, dict):  # tolerate {role: {...}} as well as a list
         inputs = [dict(v, role=k) for k, v in inputs.items()]
     return [i for i in inputs if isinstance(i, dict) and i.get("path")]
 
 
-def _follow(inp: dict, parent: Path, seen: frozenset) -> list[Path]:
+def _follow(inp: dict, parent: Path, seen: frozenset) -> list[tuple[Path, str | None]]:
     target = Path(inp["path"])
     if not target.is_absolute():
         target = parent / target
@@ -91,7 +97,9 @@ def _follow(inp: dict, parent: Path, seen: frozenset) -> list[Path]:
         return []
     if not target.exists():
         raise BadInput(f"input '{inp['path']}' of this artifact no longer exists", path=str(parent))
-    return corpus_files(target, seen | {parent})
+    role = inp.get("role") or None
+    domain = role if role not in (None, "corpus", "input", "documents") else None
+    return corpus_files(target, domain, seen | {parent})
 
 
 def _kind_of(path: Path) -> str | None:
@@ -141,22 +149,25 @@ def check_document(row: dict, path: Path, line: int, default_domain: str) -> dic
     return {"id": str(doc_id), "text": text, "domain": domain}
 
 
-def ingest(files: list[Path], dest: Path, shards: int, default_domain: str) -> IngestStats:
-    """Validate every row of `files` and deal them round-robin into `dest/NNNNN.jsonl`."""
+def ingest(
+    files: list[tuple[Path, str | None]], dest: Path, shards: int, default_domain: str
+) -> IngestStats:
+    """Validate every row of `files` (path, domain for rows without one) and deal them
+    round-robin into `dest/NNNNN.jsonl`."""
     dest.mkdir(parents=True, exist_ok=True)
     stats = IngestStats()
     outs = [open(dest / f"{i:05d}.jsonl", "wb") for i in range(shards)]
     try:
-        for path in files:
+        for path, domain in files:
             for line, row in iter_rows(path):
-                doc = check_document(row, path, line, default_domain)
+                doc = check_document(row, path, line, domain or default_domain)
                 outs[stats.docs % shards].write(orjson.dumps(doc) + b"\n")
                 stats.add(doc["domain"], len(doc["text"].encode("utf-8")))
     finally:
         for f in outs:
             f.close()
     if stats.docs == 0:
-        raise BadInput("no documents in the input", path=str(files[0]) if files else None)
+        raise BadInput("no documents in the input", path=str(files[0][0]) if files else None)
     return stats
 
 

@@ -11,8 +11,14 @@ from pathlib import Path
 import datatrove
 
 # real English-ish words taken from a source file that is always installed
-_WORDS = sorted(set(re.findall(r"\b[a-z]{3,10}\b", Path(datatrove.__file__).parent.joinpath(
-    "pipeline", "dedup", "minhash.py").read_text())))
+_WORDS = sorted(
+    set(
+        re.findall(
+            r"\b[a-z]{3,10}\b",
+            Path(datatrove.__file__).parent.joinpath("pipeline", "dedup", "minhash.py").read_text(),
+        )
+    )
+)
 
 TOPICS = {
     "bread": "Knead the dough for ten minutes, let it rise in a warm kitchen until it doubles, "
@@ -76,15 +82,25 @@ def build(root: Path, n_clean: int = 40, seed: int = 0) -> tuple[Path, Path, dic
     # math: differs only in numbers, so MinHash would merge them; exact dedup keeps both
     for i in range(3):
         a, b = 10 + i, 20 + 3 * i
-        add(f"math-{i}", f"Question: what is {a} plus {b}? Add {a} and {b} step by step. "
-            f"Answer: {a} + {b} = {a + b}. The result is {a + b}.", "keep", "math")
+        add(
+            f"math-{i}",
+            f"Question: what is {a} plus {b}? Add {a} and {b} step by step. "
+            f"Answer: {a} + {b} = {a + b}. The result is {a + b}.",
+            "keep",
+            "math",
+        )
     add("math-copy", rows[-1]["text"], "exact", "math")
     corpus, evals = root / "corpus.jsonl", root / "evals.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     eval_rows = [
         {"id": "gsm-1", "prompt": item, "reference": "72", "verifier": "numeric"},
-        {"id": "gsm-2", "prompt": "A train leaves the station at noon going sixty miles per "
-         "hour toward a city that lies three hundred miles away.", "reference": "5", "verifier": "numeric"},
+        {
+            "id": "gsm-2",
+            "prompt": "A train leaves the station at noon going sixty miles per "
+            "hour toward a city that lies three hundred miles away.",
+            "reference": "5",
+            "verifier": "numeric",
+        },
     ]
     evals.write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
     return corpus, evals, expect
