@@ -110,13 +110,19 @@ def _encode_batch(tok, batch):
 
 
 def _write_batch(writer, batch, encodings, eos, domains, stats, bar) -> None:
-    for doc, enc in zip(batch, encodings):
-        ids = np.fromiter(itertools.chain(enc.ids, (eos,)), dtype=writer.dtype)
-        writer.add(ids, domains.setdefault(doc.domain, len(domains)))
-        nbytes = len(doc.text.encode("utf-8"))
-        stats["bytes"] += nbytes
-        stats["documents"] += 1
-        bar.advance(nbytes)
+    lengths = [len(enc.ids) + 1 for enc in encodings]
+    flat = np.empty(sum(lengths), dtype=writer.dtype)
+    pos = 0
+    for enc, length in zip(encodings, lengths):
+        flat[pos : pos + length - 1] = enc.ids
+        flat[pos + length - 1] = eos
+        pos += length
+    doc_domains = [domains.setdefault(doc.domain, len(domains)) for doc in batch]
+    writer.add_many(flat, lengths, doc_domains)
+    nbytes = sum(len(doc.text.encode("utf-8")) for doc in batch)
+    stats["bytes"] += nbytes
+    stats["documents"] += len(batch)
+    bar.advance(nbytes)
 
 
 def _split_and_shuffle(work: Path, out: Path, cfg: Config, n_domains: int, dtype) -> dict:

@@ -44,6 +44,13 @@ class TokenWriter:
         self._index.append((self._offset, len(arr), domain))
         self._offset += len(arr)
 
+    def add_many(self, flat: np.ndarray, lengths: list[int], domains: list[int]) -> None:
+        """Append several documents stored back to back in `flat`."""
+        self._fh.write(np.asarray(flat, dtype=self.dtype).tobytes())
+        for length, domain in zip(lengths, domains):
+            self._index.append((self._offset, length, domain))
+            self._offset += length
+
     def close(self) -> dict:
         self._fh.close()
         index = np.asarray(self._index, dtype=np.int64).reshape(-1, 3)
