@@ -69,10 +69,12 @@ def _torch_grad_(logits, targets, lse, a, b, softcap, temperature):
     if softcap is not None:
         tanh = torch.tanh(logits / softcap)
         logits.copy_(tanh).mul_(softcap)
-    probs = logits.div_(temperature).sub_(lse[:, None]).exp_()
-    grad = probs.mul_((a + b)[:, None])
+    if temperature != 1.0:
+        logits.div_(temperature)
+    grad = logits.sub_(lse[:, None]).exp_().mul_((a + b)[:, None])  # softmax * (a + b)
     grad.scatter_add_(1, targets[:, None], -a[:, None])
-    grad.div_(temperature)
+    if temperature != 1.0:
+        grad.div_(temperature)
     if tanh is not None:
         grad.mul_(tanh.square_().neg_().add_(1.0))
     return grad
