@@ -1,0 +1,116 @@
+"""Generation with transformers' `generate`: works on every device, shares the policy's weights.
+
+Prompts are batched with left padding; message lists go through the chat template. Seeds
+are applied inside `torch.random.fork_rng`, so the same seed gives the same samples without
+touching the caller's global RNG. Log-probabilities come from the raw logits divided by
+the temperature, matching what the RL loss recomputes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from llmforge.gen.base import Completion, Prompt, render_prompt, stop_token_ids
+
+
+class TransformersGenerator:
+    """`Generator` over a live `PreTrainedModel` (the RL policy itself, so no weight sync)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, template_kwargs=None):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size = batch_size
+        self.template_kwargs = dict(template_kwargs or {})
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.stop_ids[0] if self.stop_ids else 0
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> TransformersGenerator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(path)
+        return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+
+    def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt (chat-rendered prompts carry their own special tokens)."""
+        out = []
+        for prompt in prompts:
+            text = render_prompt(self.tokenizer, prompt, **self.template_kwargs)
+            chat = not isinstance(prompt, str)
+            out.append(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        encoded = self.encode(prompts)
+        per_batch = max(1, self.batch_size // n)
+        results: list[list[Completion]] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(encoded), per_batch):
+                chunk = encoded[start : start + per_batch]
+                sample = dict(temperature=temperature, top_p=top_p, seed=seed + start)
+                results += self._generate_batch(chunk, n, max_new_tokens, **sample)
+        finally:
+            self.model.train(was_training)
+        return results
+
+    def _left_pad(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompt_ids)
+        ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompt_ids):
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+        return ids, mask
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompt_ids, n, max_new_tokens, temperature, top_p, seed):
+        ids, mask = self._left_pad(prompt_ids)
+        device = next(self.model.parameters()).device
+        sampling = temperature > 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=top_p if sampling else None,
+                top_k=None,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.pad_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+        new = out.sequences[:, ids.shape[1] :].cpu()
+        logits = torch.stack(out.logits, dim=1).float().cpu()
+        logprobs = torch.log_softmax(logits / (temperature if sampling else 1.0), dim=-1)
+        token_logprobs = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        rows = [
+            self._completion(new[r], token_logprobs[r], prompt_ids[r // n]) for r in range(len(new))
+        ]
+        return [rows[i : i + n] for i in range(0, len(rows), n)]
+
+    def _completion(self, tokens: torch.Tensor, logprobs: torch.Tensor, prompt_ids) -> Completion:
+        tokens = tokens.tolist()
+        stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
+        if stop_at is None:
+            kept, reason, text_ids = tokens, "length", tokens
+        else:
+            kept, reason, text_ids = tokens[: stop_at + 1], "stop", tokens[:stop_at]
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
+        return Completion(text, kept, logprobs[: len(kept)].tolist(), reason, list(prompt_ids))
