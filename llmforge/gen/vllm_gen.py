@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from llmforge.errors import RunFailed
 from llmforge.gen.base import Completion, Prompt, render_prompt, stop_token_ids
