@@ -57,14 +57,29 @@ class _ChunkMath(NamedTuple):
     grad_: object  # (logits, targets, lse, a, b, softcap, temperature) -> d raw logits
 
 
+_ROWS = 128  # torch path: temporaries cover at most this many rows of a chunk
+
+
 def _torch_stats(logits, targets, softcap, temperature):
-    final = transform_logits(logits, softcap, temperature)
-    lse = torch.logsumexp(final, dim=-1)
-    return lse, final.gather(1, targets[:, None]).squeeze(1)
+    lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    tgt = torch.empty_like(lse)
+    for rows in _chunks(logits.shape[0], _ROWS):
+        final = transform_logits(logits[rows], softcap, temperature)
+        lse[rows] = torch.logsumexp(final, dim=-1)
+        tgt[rows] = final.gather(1, targets[rows, None]).squeeze(1)
+    return lse, tgt
 
 
 def _torch_grad_(logits, targets, lse, a, b, softcap, temperature):
-    """Overwrite raw logits with d(objective)/d(raw logits); one extra buffer if softcap."""
+    """Overwrite raw logits with d(objective)/d(raw logits), a block of rows at a time."""
+    for rows in _chunks(logits.shape[0], _ROWS):
+        _torch_grad_rows_(
+            logits[rows], targets[rows], lse[rows], a[rows], b[rows], softcap, temperature
+        )
+    return logits
+
+
+def _torch_grad_rows_(logits, targets, lse, a, b, softcap, temperature):
     tanh = None
     if softcap is not None:
         tanh = torch.tanh(logits / softcap)
@@ -77,7 +92,6 @@ def _torch_grad_(logits, targets, lse, a, b, softcap, temperature):
         grad.div_(temperature)
     if tanh is not None:
         grad.mul_(tanh.square_().neg_().add_(1.0))
-    return grad
 
 
 _TORCH_MATH = _ChunkMath(_torch_stats, _torch_grad_)
@@ -109,7 +123,7 @@ class _Grads:
     def add(self, rows: slice, h_chunk: Tensor, dlogits: Tensor) -> None:
         dlogits_lp = dlogits.to(h_chunk.dtype)
         if self.h is not None:
-            self.h[rows] = dlogits_lp @ self.weight
+            torch.mm(dlogits_lp, self.weight, out=self.h[rows])
         if self.w is not None:
             if self.w.dtype == dlogits_lp.dtype:
                 self.w.addmm_(dlogits_lp.t(), h_chunk)
@@ -175,13 +189,14 @@ class _LinearCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_loss, _g_ce, _g_z, g_logprobs):
         if ctx.eager:
-            return (
-                *(None if g is None else g * g_loss.to(g.dtype) for g in ctx.grads),
-                None,
-                None,
-                None,
-                None,
-            )
+            # Hand the grads over (autograd then adopts them without a copy) and drop ours.
+            grads, ctx.grads = ctx.grads, None
+            if grads is None:
+                raise RuntimeError(
+                    "linear_cross_entropy: a second backward through the same loss; its grads "
+                    "were computed in forward and are released after the first backward"
+                )
+            return (*_scaled(grads, g_loss), None, None, None, None)
         hidden, weight, bias, safe_t, lse, row_w = ctx.saved_tensors
         opts, math = ctx.opts, _chunk_math(hidden, weight)
         a_all = g_loss * row_w
@@ -203,6 +218,13 @@ class _LinearCE(torch.autograd.Function):
             grads.add(rows, hidden[rows], math.grad_(logits, *args))
             del logits
         return (*grads.result(ctx.bias_dtype), None, None, None, None)
+
+
+def _scaled(grads, g_loss: Tensor):
+    """Eager grads times the upstream gradient; no copy for the usual `loss.backward()`."""
+    if bool(g_loss == 1.0):
+        return grads
+    return tuple(None if g is None else g * g_loss.to(g.dtype) for g in grads)
 
 
 def _check_args(hidden, weight, targets, bias, opts: _Opts) -> None:

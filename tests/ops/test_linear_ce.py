@@ -96,6 +96,14 @@ def test_upstream_gradient_scales_eager_grads():
     torch.testing.assert_close(g3, 3.0 * g1)
 
 
+def test_second_backward_through_eager_loss_is_a_clear_error():
+    h, w, _, t = _inputs(torch.float32, bias=False)
+    loss = linear_cross_entropy(h, w, t).loss
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+
+
 def test_leading_dims_are_flattened_and_logprobs_keep_target_shape():
     h, w, _, t = _inputs(torch.float32, bias=False)
     out = linear_cross_entropy(
