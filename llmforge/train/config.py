@@ -1,0 +1,110 @@
+"""Config sections of the pretrain engine, shared by pretrain, midtrain and context-extend.
+
+Defaults follow published small-model recipes (SmolLM3, OLMo 2): AdamW betas (0.9, 0.95),
+weight decay 0.1, gradient clipping at 1.0, a short warmup, and WSD with a 10-20% decay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llmforge.config import check, param
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer: AdamW everywhere, or Muon on the hidden 2-D matrices and AdamW elsewhere."""
+
+    name: Literal["adamw", "muon"] = param("adamw", "adamw, or muon (+ AdamW for the rest)")
+    lr: float = param(3e-4, "peak learning rate")
+    betas: tuple[float, float] = param((0.9, 0.95), "AdamW betas")
+    eps: float = param(1e-8, "AdamW epsilon")
+    weight_decay: float = param(0.1, "decoupled weight decay (never on embeddings and norms)")
+    muon_momentum: float = param(0.95, "Muon momentum")
+    muon_lr_scale: float = param(1.0, "Muon lr = lr * this (Muon's update is RMS-matched to AdamW)")
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", "must be > 0")
+        check(all(0 <= b < 1 for b in self.betas), "betas", "each must be in [0, 1)")
+        check(self.eps > 0, "eps", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0 <= self.muon_momentum < 1, "muon_momentum", "must be in [0, 1)")
+        check(self.muon_lr_scale > 0, "muon_lr_scale", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule, as a multiplier of the peak lr per optimizer step."""
+
+    kind: Literal["wsd", "cosine", "multistep", "constant"] = param(
+        "wsd", "wsd (warmup-stable-decay), cosine, multistep or constant (after warmup)"
+    )
+    warmup_steps: int = param(100, "linear warmup from 0 over this many steps")
+    decay_fraction: float = param(0.2, "wsd: share of the steps spent in the final decay")
+    decay_shape: Literal["linear", "sqrt", "cosine"] = param("linear", "wsd: shape of the decay")
+    min_lr_ratio: float = param(0.0, "final lr / peak lr (wsd, cosine)")
+    milestones: list[float] = param(
+        [0.8, 0.9], "multistep: fractions of the steps where the lr is multiplied by gamma"
+    )
+    gamma: float = param(0.316, "multistep: lr factor at each milestone (DeepSeek: 0.316)")
+
+    def __post_init__(self):
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(0 <= self.decay_fraction <= 1, "decay_fraction", "must be in [0, 1]")
+        check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        check(all(0 < m < 1 for m in self.milestones), "milestones", "each must be in (0, 1)")
+        check(list(self.milestones) == sorted(self.milestones), "milestones", "must be increasing")
+        check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SpikeConfig:
+    """Loss-spike and NaN handling."""
+
+    policy: Literal["skip", "rewind", "off"] = param(
+        "skip", "on a spike: skip the batch, rewind to the last checkpoint, or only log"
+    )
+    factor: float = param(3.0, "a spike is a loss above factor x the running median")
+    window: int = param(50, "steps in the running median")
+    min_history: int = param(10, "no spike checks before this many good steps")
+    max_events: int = param(20, "give up (run fails) after this many spikes")
+
+    def __post_init__(self):
+        check(self.factor > 1, "factor", "must be > 1")
+        check(self.window >= 1, "window", "must be >= 1")
+        check(self.min_history >= 1, "min_history", "must be >= 1")
+        check(self.max_events >= 1, "max_events", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings: sizes, precision, logging, validation and checkpoints."""
+
+    steps: int = param(0, "optimizer steps; 0 = as many as the data stages' token budgets need")
+    batch_size: int = param(8, "rows per micro-batch per rank")
+    seq_len: int = param(256, "tokens per row")
+    grad_accum: int = param(1, "micro-batches per optimizer step")
+    grad_clip: float = param(1.0, "clip the global gradient norm to this (0 = off)")
+    precision: Literal["auto", "bf16", "fp32"] = param(
+        "auto", "autocast dtype; auto = bf16 on GPUs and AVX-512 CPUs, else fp32"
+    )
+    compile: bool = param(False, "torch.compile the model")
+    seed: int = param(0, "seed of init and data order (ranks derive their own data streams)")
+    z_loss: float = param(0.0, "z-loss coefficient (1e-4 in OLMo 2 / PaLM)")
+    moe_bias_rate: float = param(1e-3, "aux-loss-free MoE bias update rate per step")
+    log_every: int = param(10, "steps between metric lines")
+    val_every: int = param(0, "steps between validation runs (0 = only at the end)")
+    checkpoint_every: int = param(100, "steps between checkpoints (0 = never)")
+    keep_checkpoints: int = param(2, "checkpoints kept in the run's work directory")
+    peak_probe_s: float = param(0.5, "seconds spent measuring the matmul peak for MFU (0 = skip)")
+
+    def __post_init__(self):
+        check(self.steps >= 0, "steps", "must be >= 0")
+        for key in ("batch_size", "seq_len", "grad_accum", "log_every", "keep_checkpoints"):
+            check(getattr(self, key) >= 1, key, "must be >= 1")
+        check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        check(self.z_loss >= 0, "z_loss", "must be >= 0")
+        check(self.val_every >= 0, "val_every", "must be >= 0")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(self.peak_probe_s >= 0, "peak_probe_s", "must be >= 0")

@@ -1,0 +1,172 @@
+"""The entry point the pretrain-family stages call: data, model, optimizers, loop, export.
+
+`train_model(model, spec, out)` takes a built (unsharded) GPT and a `TrainSpec`, runs or
+resumes the loop in `out.work`, and returns the trained model (full weights on every
+rank) with the summary metrics. The stages only decide where the model and data come from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmforge import log
+from llmforge.artifact import Run
+from llmforge.data.loader import DataConfig, PackedLoader, Source, validation_batches
+from llmforge.data.mixture import natural_weights, stage_ends, total_steps_for, weight_vector
+from llmforge.data.tokens import TokenStore
+from llmforge.errors import BadInput
+from llmforge.model import parallelize as par
+from llmforge.train import callbacks as cb
+from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train.loop import Loop
+from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
+from llmforge.train.optim import build_optimizers
+from llmforge.train.schedule import build_schedulers
+from llmforge.train.step import resolve_precision
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything the engine needs besides the model: config sections and data paths."""
+
+    data: DataConfig
+    train: TrainConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    spike: SpikeConfig
+    tokens: list[Path]
+    mixture: dict[str, float] | None = None  # from a mixture artifact
+    extra_log: dict = field(default_factory=dict)  # merged into every metrics line
+
+
+def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[PackedLoader, int]:
+    """The loader of this rank and the total number of optimizer steps."""
+    t = spec.train
+    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world
+    stages = spec.data.stages
+    total = t.steps or total_steps_for(stages, tokens_per_step)
+    default = spec.mixture or natural_weights(source.domain_tokens())
+    weights = [
+        weight_vector(s.weights or default, source.domains, where=f"data.stages[{i}].weights")
+        for i, s in enumerate(stages)
+    ]
+    loader = PackedLoader(
+        source, weights, stage_ends(stages, tokens_per_step, total), t.batch_size, t.seq_len,
+        grad_accum=t.grad_accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
+        rank=rank, world_size=world,
+    )  # fmt: skip
+    return loader, total
+
+
+def validation_sets(spec: TrainSpec) -> dict:
+    """Held-out batches per domain from the `val` split of each tokens input that has one."""
+    sets: dict[str, list] = {}
+    for path in spec.tokens:
+        try:
+            store = TokenStore(path, "val")
+        except BadInput:
+            continue
+        for domain in store.domains:
+            if len(store.docs_in(domain)):
+                batches = validation_batches(
+                    store, domain, spec.train.batch_size, spec.train.seq_len, spec.data.val_batches
+                )
+                sets.setdefault(domain, []).extend(batches)
+    return sets
+
+
+def check_model(model: nn.Module, source: Source, spec: TrainSpec) -> None:
+    cfg = model.cfg
+    if cfg.vocab_size < source.stores[0].vocab_size:
+        raise BadInput(
+            f"config key 'model.vocab_size': {cfg.vocab_size} is smaller than the tokens' "
+            f"vocabulary ({source.stores[0].vocab_size})"
+        )
+    if cfg.max_seq_len < spec.train.seq_len:
+        raise BadInput(
+            f"config key 'train.seq_len': {spec.train.seq_len} exceeds model.max_seq_len "
+            f"({cfg.max_seq_len})"
+        )
+
+
+def train_model(model: nn.Module, spec: TrainSpec, out: Run) -> tuple[nn.Module, dict]:
+    """Train (or resume training) `model` and return it with summary metrics."""
+    rank, world = par.init_distributed()
+    source = Source([TokenStore(p, "train") for p in spec.tokens])
+    check_model(model, source, spec)
+    loader, total = plan_data(spec, source, rank, world)
+    val_sets = validation_sets(spec)
+    raw = model.to(par.device())
+    model = par.parallelize(raw, compile=spec.train.compile)
+    optimizers = build_optimizers(model, spec.optim)
+    schedulers = build_schedulers(optimizers, spec.schedule, total)
+    t = spec.train
+    precision = resolve_precision(t.precision, par.device())
+    peak = measure_peak_flops(precision, t.peak_probe_s)
+    callbacks = [
+        cb.SpikeGuard(spec.spike),
+        cb.MoEBias(t.moe_bias_rate),
+        cb.MetricsLogger(t.log_every, flops_per_token(raw.cfg, t.seq_len), peak),
+        cb.Validator(val_sets, t.val_every, precision),
+        cb.Checkpointer(t.checkpoint_every),
+    ]
+    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, out.work, callbacks,
+                log_fn=lambda r: out.log_metrics({**r, **spec.extra_log}))  # fmt: skip
+    if loop.resume() and out.is_main:
+        trim_metrics(out.dir / "metrics.jsonl", loop.step)
+    log.info(
+        f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{world} "
+        f"tokens in {precision}"
+    )
+    loop.run()
+    return full_model(model, raw), summary(loop, callbacks, peak, raw, precision)
+
+
+def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
+    """An unsharded copy of the trained weights (a collective under FSDP)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return raw
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    plain = type(raw)(raw.cfg)
+    plain.load_state_dict(state)
+    return plain
+
+
+def summary(loop: Loop, callbacks: list, peak: float, raw: nn.Module, precision: str) -> dict:
+    by_type = {type(c): c for c in callbacks}
+    val = by_type[cb.Validator].last
+    metrics = by_type[cb.MetricsLogger].last
+    out = {
+        "steps": loop.step,
+        "tokens": loop.tokens_trained(),
+        "params": raw.num_params(),
+        "final_train_loss": metrics.get("loss"),
+        "final_val_loss": val.get("val_loss"),
+        "val_loss_per_domain": val.get("val_loss_per_domain", {}),
+        "domain_shares": loop.loader.shares(),
+        "tokens_per_s": metrics.get("tokens_per_s"),
+        "spike_events": by_type[cb.SpikeGuard].events,
+        "peak_flops": peak,
+        "precision": precision,
+    }
+    if "mfu" in metrics:
+        out["mfu"] = metrics["mfu"]
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def seed_everything(seed: int) -> None:
+    """Identical model init on every rank (data streams differ per rank in the loader)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)

@@ -1,0 +1,92 @@
+"""The training step, readable top to bottom: forward, backward, accumulation, clipping, step.
+
+Everything else the loop does (checkpoints, validation, spike policy, metrics, MoE bias)
+lives in callbacks.py; the only hook here is `guard`, which may veto the optimizer step
+after the gradients are known (that is how a spiking batch is skipped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from llmforge.data.loader import Batch
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean cross-entropy over the micro-batches (and ranks)
+    grad_norm: float  # global gradient norm before clipping
+    tokens: int  # target tokens trained on, this rank
+    stepped: bool  # False when the guard vetoed the update
+    moe_load: torch.Tensor | None = None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" is bf16 on GPUs and on CPUs with AVX-512; on AVX2-only CPUs torch emulates
+    bf16 matmuls (measured 30-60x slower than fp32), so it is fp32 there."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    if resolve_precision(precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def train_step(
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    schedulers: list,
+    micro_batches: list[Batch],
+    *,
+    precision: str = "bf16",
+    grad_clip: float = 1.0,
+    z_loss: float = 0.0,
+    guard: Callable[[float, float], bool] | None = None,
+) -> StepResult:
+    device = next(model.parameters()).device
+    n = len(micro_batches)
+    loss_sum = torch.zeros((), device=device)
+    tokens, moe_load = 0, None
+    for i, mb in enumerate(micro_batches):
+        batch = Batch(*(t.to(device, non_blocking=True) for t in mb))
+        _sync_grads(model, last=i == n - 1)  # FSDP: reduce gradients on the last only
+        with autocast(precision, device):
+            out = model(batch.inputs, targets=batch.targets, doc_ids=batch.doc_ids, z_loss=z_loss)
+        (out.loss / n).backward()
+        loss_sum += out.ce.detach().float()
+        tokens += int((batch.targets != -100).sum())
+        if "moe_load" in out.aux:
+            moe_load = out.aux["moe_load"] if moe_load is None else moe_load + out.aux["moe_load"]
+
+    loss = loss_sum / n
+    if dist.is_initialized():
+        dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+    params = [p for p in model.parameters() if p.grad is not None]
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    stepped = guard is None or guard(float(loss), grad_norm)
+    if stepped:
+        for opt in optimizers:
+            opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    for sched in schedulers:  # a skipped step still uses up its place in the schedule
+        sched.step()
+    return StepResult(float(loss), grad_norm, tokens, stepped, moe_load)
+
+
+def _sync_grads(model: nn.Module, last: bool) -> None:
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(last)
