@@ -336,7 +336,10 @@ class GPT(nn.Module):
         elif positions is None:
             positions = torch.arange(s, device=input_ids.device).expand(b, s)
         mask = CausalMask(s, doc_ids, device=input_ids.device)
-        rope = (positions, self.inv_freq, self.rope_scale)
+        inv_freq = self.inv_freq
+        if inv_freq.dtype != torch.float32:  # the model was cast (e.g. .bfloat16()): recompute
+            inv_freq = rope_frequencies(self.cfg)[0].to(input_ids.device)
+        rope = (positions, inv_freq, self.rope_scale)
         x = self.embed_tokens(input_ids)
         if self.cfg.embed_multiplier != 1.0:
             x = x * self.cfg.embed_multiplier

@@ -98,11 +98,7 @@ class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
         return self.model.lm_head
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, **kwargs):
-        """Padding (attention_mask 0) becomes its own document, so real tokens never see it
-        and their positions start at 0 after left padding."""
-        doc_ids = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            doc_ids = attention_mask.long()
+        doc_ids = _documents(attention_mask, position_ids)
         logits = self.model(input_ids, doc_ids=doc_ids, positions=position_ids).logits
         loss = None
         if labels is not None:
@@ -113,6 +109,25 @@ class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
         # No KV cache: feed the whole sequence every step.
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _documents(attention_mask, position_ids) -> torch.Tensor | None:
+    """Document ids for padded or packed rows, or None for plain causal rows.
+
+    A document starts where the attention mask changes value (padding becomes a document of
+    its own, so real tokens never see it and, after left padding, start at position 0) or
+    where position_ids do not continue by +1 (TRL's padding-free packing, as stock models
+    read it).
+    """
+    starts = None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        starts = attention_mask[:, 1:] != attention_mask[:, :-1]
+    if position_ids is not None:
+        jumps = (position_ids[:, 1:] - position_ids[:, :-1]) != 1
+        starts = jumps if starts is None else starts | jumps
+    if starts is None or not bool(starts.any()):
+        return None
+    return F.pad(starts.long(), (1, 0)).cumsum(dim=1)
 
 
 AutoConfig.register("llmforge", LLMForgeConfig, exist_ok=True)

@@ -275,3 +275,35 @@ def test_config_roundtrips_through_dict():
     cfg = tiny(moe=MoEConfig(n_experts=2, top_k=1), logit_softcap=30.0, embed_scale=True)
     assert from_dict(ModelConfig, to_dict(cfg)) == cfg
     assert dataclasses.replace(cfg, nope_every=4).nope_every == 4
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_packed_training_step_keeps_documents_apart(softcap):
+    """Backward through the CPU document-mask paths (SDPA mask; eager with a softcap): the
+    loss on the second document has no gradient on the first document's embeddings."""
+    model = build(attn_softcap=softcap, tie_embeddings=False)
+    x = torch.arange(12)[None] + 10  # distinct tokens, so embedding rows map to positions
+    targets = torch.full_like(x, -100)
+    targets[0, 6:] = x[0, 6:]
+    doc_ids = torch.tensor([[0] * 6 + [1] * 6])
+    model(x, targets=targets, doc_ids=doc_ids).loss.backward()
+    grad = model.embed_tokens.weight.grad
+    assert grad[10:16].abs().max() == 0 and grad[16:22].abs().max() > 0
+
+
+def test_bf16_cast_keeps_rope_frequencies_fp32(monkeypatch):
+    import llmforge.model.gpt as gpt
+
+    seen = []
+
+    def spy(x, positions, inv_freq, scale=1.0):
+        seen.append(inv_freq)
+        return x
+
+    monkeypatch.setattr(gpt, "apply_rope", spy)
+    model = build().bfloat16()
+    with torch.no_grad():
+        model(tokens(1, 8))
+    assert model.inv_freq.dtype == torch.bfloat16  # .bfloat16() rounded the buffer ...
+    expected = rope_frequencies(model.cfg)[0]
+    assert all(f.dtype == torch.float32 and torch.equal(f, expected) for f in seen)  # ... not RoPE

@@ -131,6 +131,18 @@ def test_custom_family_left_padding_does_not_leak(tmp_path):
     torch.testing.assert_close(got, ours(x).logits, **TOL)
 
 
+def test_custom_family_reads_packing_from_position_ids(tmp_path):
+    ours = random_model(**FAMILIES["llmforge"])
+    export_hf(ours, tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    x = ids(1, 10)
+    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 0, 1, 2]])
+    doc_ids = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 2, 2, 2]])
+    with torch.no_grad():
+        got = hf(x, position_ids=positions).logits
+        torch.testing.assert_close(got, ours(x, doc_ids=doc_ids).logits, **TOL)
+
+
 STOCK = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 8}),
