@@ -293,8 +293,6 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
         self.register_buffer("inv_freq", torch.empty(cfg.head_dim // 2), persistent=False)
         self.init_weights()
 
@@ -302,9 +300,11 @@ class GPT(nn.Module):
     def init_weights(self) -> None:
         """Truncated normal (+-3 std) for every matrix, residual outputs scaled by 1/sqrt(2L).
 
-        Also recomputes the RoPE buffer, so it can be called after building on the meta
-        device and materialising with `to_empty`.
+        Also recomputes the RoPE buffer and re-ties the head, so it can be called after
+        building on the meta device and materialising with `to_empty` (which unties).
         """
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
         std = self.cfg.init_std
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -251,7 +251,11 @@ def load_gpt(model_dir: str | Path) -> GPT:
     if (path / OUR_CONFIG).is_file():
         cfg = from_dict(ModelConfig, json.loads((path / OUR_CONFIG).read_text()))
     elif (path / "config.json").is_file():
-        cfg = config_from_hf(json.loads((path / "config.json").read_text()), path / "config.json")
+        hf = json.loads((path / "config.json").read_text())
+        if hf.get("model_type") == "llmforge":  # our custom family saved by transformers/TRL
+            cfg = from_dict(ModelConfig, hf["llmforge"])
+        else:
+            cfg = config_from_hf(hf, path / "config.json")
     else:
         raise BadInput(f"no {OUR_CONFIG} or config.json: not a model directory", path=str(path))
     model = GPT(cfg)

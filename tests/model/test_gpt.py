@@ -307,3 +307,14 @@ def test_bf16_cast_keeps_rope_frequencies_fp32(monkeypatch):
     assert model.inv_freq.dtype == torch.bfloat16  # .bfloat16() rounded the buffer ...
     expected = rope_frequencies(model.cfg)[0]
     assert all(f.dtype == torch.float32 and torch.equal(f, expected) for f in seen)  # ... not RoPE
+
+
+def test_meta_device_build_then_init_weights():
+    cfg = tiny(rope_scaling=RopeScaling(type="yarn", factor=2.0, original_max_seq_len=32))
+    with torch.device("meta"):
+        model = GPT(cfg)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    torch.testing.assert_close(model.inv_freq, rope_frequencies(cfg)[0])
+    assert model.lm_head.weight is model.embed_tokens.weight
+    assert torch.isfinite(model(tokens()).logits).all()

@@ -105,6 +105,20 @@ def test_roundtrip_through_export_keeps_every_tensor(name, tmp_path):
         torch.testing.assert_close(back.state_dict()[key], value, rtol=0, atol=0)
 
 
+def test_custom_family_survives_save_pretrained(tmp_path):
+    """What TRL's trainer.save_model writes (no llmforge_model.json) loads both ways."""
+    ours = random_model(**{**FAMILIES["llmforge"], "tie_embeddings": False})
+    export_hf(ours, tmp_path / "export")
+    AutoModelForCausalLM.from_pretrained(tmp_path / "export").save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "llmforge_model.json").exists()
+    x = ids()
+    with torch.no_grad():
+        expected = ours(x).logits
+        again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")(x).logits
+        torch.testing.assert_close(again, expected, rtol=0, atol=0)
+        torch.testing.assert_close(load_gpt(tmp_path / "saved")(x).logits, expected, rtol=0, atol=0)
+
+
 def test_custom_family_generates_like_a_greedy_loop(tmp_path):
     ours = random_model(**FAMILIES["llmforge"])
     export_hf(ours, tmp_path)
