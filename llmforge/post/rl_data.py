@@ -1,0 +1,63 @@
+"""RL prompt files: read and check the task/RL-prompt jsonl schema of docs/contract.md.
+
+Each row: `{"id", "prompt": str | messages, "reference", "tests", "verifier", "chat",
+"entry_point"}`. A chat row's prompt becomes a one-message user conversation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmforge.errors import BadInput
+from llmforge.post.rewards.dispatch import VERIFIERS
+
+
+def _check_row(row, path: str, line: int) -> dict:
+    if not isinstance(row, dict):
+        raise BadInput("each line must be a JSON object", path=path, line=line)
+    prompt = row.get("prompt")
+    if not (isinstance(prompt, str) and prompt) and not isinstance(prompt, list):
+        raise BadInput(
+            "'prompt' must be a non-empty string or a message list", path=path, line=line
+        )
+    verifier = row.get("verifier", "math")
+    if verifier not in VERIFIERS:
+        raise BadInput(
+            f"'verifier' must be one of {VERIFIERS}, got {verifier!r}", path=path, line=line
+        )
+    if verifier == "code" and not row.get("tests"):
+        raise BadInput("a code row needs 'tests'", path=path, line=line)
+    if verifier in ("math", "exact", "numeric") and row.get("reference") is None:
+        raise BadInput(f"a {verifier} row needs 'reference'", path=path, line=line)
+    return {**row, "id": str(row.get("id", f"{Path(path).stem}-{line}")), "verifier": verifier}
+
+
+def read_prompts(path: Path) -> list[dict]:
+    """All rows of one jsonl file (or of every *.jsonl in a directory), checked."""
+    files = sorted(Path(path).glob("*.jsonl")) if Path(path).is_dir() else [Path(path)]
+    rows = []
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            for line, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise BadInput(f"invalid JSON: {e.msg}", path=str(file), line=line) from None
+                rows.append(_check_row(row, str(file), line))
+    if not rows:
+        raise BadInput("no RL prompts found", path=str(path))
+    return rows
+
+
+def as_prompt(row: dict, system: str | None = None):
+    """What the generator gets: a message list for chat rows, the raw string otherwise."""
+    prompt = row["prompt"]
+    if isinstance(prompt, list):
+        return prompt
+    if not row.get("chat", True):
+        return prompt
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": prompt}]

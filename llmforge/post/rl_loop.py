@@ -1,0 +1,330 @@
+"""The RLVR training loop (GRPO/DAPO), owned here rather than taken from TRL's GRPOTrainer.
+
+TRL's trainer generates, scores and builds the batch inside one private method, so
+dynamic sampling with refill, masking unparseable trajectories by verifier output and a
+resumable prompt position cannot be added without rewriting it. The loop is short enough
+to own; one step (`train_step`) reads top to bottom:
+
+    rollouts (dynamic sampling) -> rewards -> group advantages -> sequence masks
+    -> clipped token loss per micro-batch -> backward -> grad clip -> optimizer step
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llmforge.gen import TransformersGenerator
+from llmforge.post import grpo, rl_checkpoint, rl_sampling
+from llmforge.post.rl_config import RLConfig
+from llmforge.post.rl_data import as_prompt
+
+
+class PromptStream:
+    """An endless, seeded, reshuffled-per-epoch stream of prompts with a resumable position."""
+
+    def __init__(self, rows: list[dict], seed: int, position: int = 0):
+        self.rows, self.seed, self.position = rows, seed, position
+
+    def take(self, n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            epoch, i = divmod(self.position, len(self.rows))
+            order = random.Random(self.seed * 100_003 + epoch).sample(
+                range(len(self.rows)), len(self.rows)
+            )
+            out.append(self.rows[order[i]])
+            self.position += 1
+        return out
+
+
+@dataclass
+class Group:
+    """One prompt's rollouts and their scores."""
+
+    row: dict
+    completions: list
+    scores: list
+
+
+class GRPOLoop:
+    """Trains `model` in place; `generator` defaults to transformers on the same model."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        rows: list[dict],
+        cfg: RLConfig,
+        work: Path,
+        log_metrics: Callable[[dict], None] = lambda m: None,
+        generator=None,
+    ):
+        self.model, self.tokenizer, self.cfg, self.work = model, tokenizer, cfg, Path(work)
+        self.log_metrics = log_metrics
+        self.generator = generator or TransformersGenerator(
+            model, tokenizer, batch_size=cfg.rollout.gen_batch_size
+        )
+        self.reward = cfg.reward.build(cfg.rollout.max_new_tokens)
+        self.stream = PromptStream(rows, cfg.seed)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
+        warm = cfg.optim.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )
+        self.ref_model = None
+        if cfg.loss.kl_coef > 0:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.step = 0
+
+    # ------------------------------------------------------------ rollouts and rewards
+
+    def temperature(self) -> float:
+        r = self.cfg.rollout
+        return rl_sampling.temperature_at(
+            self.step, self.cfg.steps, r.temperature, r.temperature_final
+        )
+
+    def rollouts(self, rows: list[dict], seed: int) -> list[Group]:
+        r = self.cfg.rollout
+        prompts = [as_prompt(row, r.system_prompt) for row in rows]
+        outs = self.generator.generate(
+            prompts,
+            n=r.group_size,
+            temperature=self.temperature(),
+            top_p=r.top_p,
+            max_new_tokens=r.max_new_tokens,
+            seed=seed,
+        )
+        return [Group(row, comps, []) for row, comps in zip(rows, outs, strict=True)]
+
+    def score(self, groups: list[Group]) -> list[list[float]]:
+        flat = [(g, c) for g in groups for c in g.completions]
+        scores = self.reward.batch(
+            [c.text for _, c in flat], [g.row for g, _ in flat], [len(c.token_ids) for _, c in flat]
+        )
+        size = self.cfg.rollout.group_size
+        for i, g in enumerate(groups):
+            g.scores = scores[i * size : (i + 1) * size]
+        return [[s.value for s in g.scores] for g in groups]
+
+    def sample_batch(self) -> tuple[list[Group], dict]:
+        rounds = iter(range(10**6))
+        base = self.cfg.seed * 1_000_003 + self.step * 1_009
+
+        def draw(n: int) -> list[Group]:
+            return self.rollouts(self.stream.take(n), base + 7 * next(rounds))
+
+        kept, stats = rl_sampling.dynamic_sample(
+            draw,
+            self.score,
+            self.cfg.rollout.prompts_per_step,
+            self.cfg.rollout.max_rounds,
+            self.cfg.rollout.dynamic_sampling,
+        )
+        return [g for g, _ in kept], stats
+
+    # ------------------------------------------------------------ the step
+
+    def batch_tensors(self, groups: list[Group]) -> dict:
+        """Right-padded prompt+completion ids, completion masks, rewards and advantages."""
+        comps = [c for g in groups for c in g.completions]
+        scores = [s for g in groups for s in g.scores]
+        seqs = [c.prompt_token_ids + c.token_ids for c in comps]
+        width, t_max = max(map(len, seqs)), max(len(c.token_ids) for c in comps)
+        pad = self.generator.pad_id if hasattr(self.generator, "pad_id") else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        tokens = torch.zeros((len(seqs), t_max), dtype=torch.long)
+        where = torch.zeros_like(tokens)
+        mask = torch.zeros((len(seqs), t_max))
+        sampler = torch.zeros((len(seqs), t_max))
+        for i, (seq, c) in enumerate(zip(seqs, comps, strict=True)):
+            n, p = len(c.token_ids), len(c.prompt_token_ids)
+            ids[i, : len(seq)], attn[i, : len(seq)] = torch.tensor(seq), 1
+            tokens[i, :n] = torch.tensor(c.token_ids)
+            where[i, :n] = torch.arange(p - 1, p - 1 + n)
+            mask[i, :n] = 1.0
+            sampler[i, :n] = torch.tensor(c.logprobs)
+        loss = self.cfg.loss
+        truncated = torch.tensor([c.finish_reason == "length" for c in comps])
+        unparseable = torch.tensor([not s.parseable for s in scores])
+        dropped = (truncated & loss.mask_truncated) | (unparseable & loss.mask_unparseable)
+        mask[dropped] = 0.0
+        rewards = torch.tensor([s.value for s in scores])
+        adv = grpo.group_advantages(
+            rewards, self.cfg.rollout.group_size, scale=loss.aggregation != "dr_grpo"
+        )
+        weights = grpo.token_weights(mask, loss.aggregation, self.cfg.rollout.max_new_tokens)
+        return dict(
+            ids=ids,
+            attn=attn,
+            tokens=tokens,
+            where=where,
+            mask=mask,
+            sampler=sampler,
+            weights=weights,
+            adv=adv,
+            rewards=rewards,
+            truncated=truncated,
+            unparseable=unparseable,
+            dropped=dropped,
+        )
+
+    def token_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs (at the sampling temperature) and entropies of completion tokens."""
+        logits = model(input_ids=b["ids"][rows], attention_mask=b["attn"][rows]).logits
+        picked = logits[torch.arange(logits.shape[0])[:, None], b["where"][rows]].float()
+        logp_all = torch.log_softmax(picked / self.temperature(), dim=-1)
+        logp = logp_all.gather(-1, b["tokens"][rows].unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
+        return logp, entropy
+
+    def old_logprobs(self, b: dict) -> torch.Tensor | None:
+        """Log-probs before any update; None when one update per batch (they equal logp)."""
+        if self.cfg.optim.updates_per_batch == 1:
+            return None
+        with torch.no_grad():
+            parts = [self.token_logprobs(self.model, b, s)[0] for s in self.chunks(b)]
+        return torch.cat(parts)
+
+    def chunks(self, b: dict) -> list[slice]:
+        n, size = b["ids"].shape[0], self.cfg.optim.micro_batch
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def update(self, b: dict, old: torch.Tensor | None) -> dict:
+        """One optimizer step over the whole batch, in micro-batches."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {
+            "loss": 0.0,
+            "clip_frac_low": 0.0,
+            "clip_frac_high": 0.0,
+            "offpolicy_masked": 0.0,
+            "entropy": 0.0,
+        }
+        live = b["mask"].sum().clamp(min=1)
+        for rows in self.chunks(b):
+            logp, entropy = self.token_logprobs(self.model, b, rows)
+            old_rows = logp.detach() if old is None else old[rows]
+            ref = None
+            if self.ref_model is not None:
+                with torch.no_grad():
+                    ref = self.token_logprobs(self.ref_model, b, rows)[0]
+            loss, stats = grpo.policy_loss(
+                logp,
+                old_rows,
+                b["adv"][rows],
+                b["weights"][rows],
+                self.cfg.loss,
+                b["sampler"][rows],
+                ref,
+            )
+            if loss.requires_grad:
+                loss.backward()
+            share = b["mask"][rows].sum() / live
+            totals["loss"] += loss.item()
+            totals["entropy"] += ((entropy * b["mask"][rows]).sum() / live).item()
+            for key in ("clip_frac_low", "clip_frac_high"):
+                totals[key] += stats[key] * share.item()
+            totals["offpolicy_masked"] += stats["offpolicy_masked"]
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.cfg.optim.max_grad_norm
+        )
+        self.optimizer.step()
+        self.scheduler.step()
+        return {**totals, "grad_norm": float(grad_norm)}
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        groups, sampling = self.sample_batch()
+        t_gen = time.perf_counter() - t0
+        metrics = {"step": self.step + 1, "temperature": self.temperature(), **sampling}
+        if not groups:
+            metrics["skipped"] = True  # every group agreed in every round: nothing to learn
+        else:
+            b = self.batch_tensors(groups)
+            old = self.old_logprobs(b)
+            for _ in range(self.cfg.optim.updates_per_batch):
+                metrics.update(self.update(b, old))
+            metrics.update(self.batch_metrics(groups, b))
+        metrics.update(gen_s=round(t_gen, 4), train_s=round(time.perf_counter() - t0 - t_gen, 4))
+        self.step += 1
+        return metrics
+
+    def batch_metrics(self, groups: list[Group], b: dict) -> dict:
+        scores = [s for g in groups for s in g.scores]
+        parts = {
+            f"reward/{k}": sum(s.parts.get(k, 0.0) for s in scores) / len(scores)
+            for k in self.cfg.reward.weights
+        }
+        lengths = [len(c.token_ids) for g in groups for c in g.completions]
+        return {
+            "reward_mean": b["rewards"].mean().item(),
+            "reward_std": b["rewards"].std(unbiased=False).item(),
+            **parts,
+            "truncated_frac": b["truncated"].float().mean().item(),
+            "unparseable_frac": b["unparseable"].float().mean().item(),
+            "masked_frac": b["dropped"].float().mean().item(),
+            "completion_len": sum(lengths) / len(lengths),
+            "tokens": sum(lengths),
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    # ------------------------------------------------------------ the loop
+
+    def resume(self) -> int:
+        state = rl_checkpoint.load_latest(self.work, self.model, self.optimizer, self.scheduler)
+        if state is not None:
+            self.step, self.stream.position = state["step"], state["position"]
+        return self.step
+
+    def checkpoint(self) -> None:
+        rl_checkpoint.save(
+            self.work, self.step, self.model, self.optimizer, self.scheduler, self.stream.position
+        )
+
+    def run(self, until: int | None = None, on_step: Callable[[dict], None] = lambda m: None):
+        """Train up to step `until` (default: all), checkpointing on the way."""
+        last = min(until or self.cfg.steps, self.cfg.steps)
+        history = []
+        while self.step < last:
+            metrics = self.train_step()
+            if hasattr(self.generator, "sync_weights"):
+                self.generator.sync_weights(
+                    self.model.state_dict(), self.cfg.rollout.sync_timeout_s
+                )
+            self.log_metrics(metrics)
+            history.append(metrics)
+            on_step(metrics)
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.checkpoint()
+        return history
+
+
+def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> list[float]:
+    """Share of `cfg.filter.k` rollouts per prompt that the `correct` verifier accepts."""
+    from llmforge.post.rewards import build
+
+    verifier = build("correct", options={"code": {"timeout_s": cfg.reward.code_timeout_s}})
+    r, k = cfg.rollout, cfg.filter.k
+    prompts = [as_prompt(row, r.system_prompt) for row in rows]
+    outs = generator.generate(
+        prompts,
+        n=k,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        max_new_tokens=r.max_new_tokens,
+        seed=seed,
+    )
+    flat = [(row, c) for row, comps in zip(rows, outs, strict=True) for c in comps]
+    scores = verifier.batch([c.text for _, c in flat], [row for row, _ in flat])
+    return [sum(s.value >= 1.0 for s in scores[i * k : (i + 1) * k]) / k for i in range(len(rows))]

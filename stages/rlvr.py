@@ -1,0 +1,177 @@
+"""The rlvr stage: GRPO/DAPO reinforcement learning of a `model` against verifiable rewards.
+
+    llmforge rlvr artifacts/sft prompts=data/rl.jsonl -s steps=40 -o artifacts/rlvr
+
+Prompts follow the task schema (docs/contract.md); each row's `verifier` picks how its
+answer is checked. An optional difficulty filter first keeps prompts the starting model
+solves sometimes but not always. Checkpoints in the run's work directory make a re-run
+resume where the last one stopped. See docs/stages/rlvr.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from llmforge import log
+from llmforge.artifact import Run
+from llmforge.errors import RunFailed
+from llmforge.post.rl_config import RLConfig
+from llmforge.post.rl_data import read_prompts
+from llmforge.stage import Inputs, Role, Stage
+
+MODEL_JSON = "llmforge_model.json"
+Config = RLConfig
+
+
+def load_policy(path: Path):
+    """Model (fp32, train mode) and tokenizer of a `model` artifact."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import llmforge.model.hf  # noqa: F401  (registers the custom llmforge class)
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return model.train(), AutoTokenizer.from_pretrained(str(path))
+
+
+def make_generator(cfg: Config, model, tokenizer, path: Path):
+    from llmforge.gen import TransformersGenerator, VLLMGenerator
+
+    if cfg.rollout.backend == "vllm":
+        return VLLMGenerator(path, seed=cfg.seed)
+    return TransformersGenerator(model, tokenizer, batch_size=cfg.rollout.gen_batch_size)
+
+
+def difficulty_filter(cfg: Config, generator, rows: list[dict], out: Run) -> tuple[list, dict]:
+    """Keep prompts with pass rate in (low, high]; cached in the work dir for resumes."""
+    from llmforge.post.rl_loop import pass_rates
+    from llmforge.post.rl_sampling import difficulty_filter as keep_of
+    from llmforge.post.rl_sampling import pass_rate_histogram
+
+    if not cfg.filter.enabled:
+        return rows, {}
+    cache = out.work / "filter.json"
+    if cache.is_file():
+        found = json.loads(cache.read_text())
+    else:
+        pool = rows[: cfg.filter.max_prompts] if cfg.filter.max_prompts else rows
+        rates = pass_rates(generator, pool, cfg, seed=cfg.seed + 99_991)
+        kept = keep_of(rates, cfg.filter.low, cfg.filter.high)
+        found = {
+            "ids": [pool[i]["id"] for i in kept],
+            "prompts": len(pool),
+            "histogram_before": pass_rate_histogram(rates),
+            "histogram_after": pass_rate_histogram([rates[i] for i in kept]),
+        }
+        cache.write_text(json.dumps(found))
+        out.log_metrics({"phase": "difficulty_filter", **found, "ids": len(found["ids"])})
+    ids = set(found["ids"])
+    kept_rows = [r for r in rows if r["id"] in ids]
+    log.info(
+        f"difficulty filter kept {len(kept_rows)} of {found['prompts']} prompts "
+        f"(pass rate in ({cfg.filter.low}, {cfg.filter.high}])"
+    )
+    if not kept_rows:
+        raise RunFailed(
+            f"the difficulty filter kept no prompts; pass rates: "
+            f"{found['histogram_before']}; widen filter.low/filter.high"
+        )
+    metrics = {
+        "filter_kept": len(kept_rows),
+        "filter_prompts": found["prompts"],
+        "pass_rate_hist_before": found["histogram_before"],
+        "pass_rate_hist_after": found["histogram_after"],
+    }
+    return kept_rows, metrics
+
+
+def _status(m: dict) -> str:
+    if m.get("skipped"):
+        return "skipped: no informative groups"
+    correct = m.get("reward/correct")
+    acc = f" correct {correct:.2f}" if correct is not None else ""
+    return f"reward {m['reward_mean']:.3f}{acc} len {m['completion_len']:.0f}"
+
+
+def train(loop, cfg: Config, out: Run) -> list[dict]:
+    from llmforge.post import rl_checkpoint
+
+    start = loop.resume() if out.resumed else 0
+    if start:
+        rl_checkpoint.trim_metrics(out.dir / "metrics.jsonl", start)
+        log.info(f"resuming from step {start}")
+    with log.progress("rlvr", total=cfg.steps) as bar:
+        bar.advance(start)
+
+        def on_step(m: dict) -> None:
+            bar.advance()
+            bar.status(_status(m))
+
+        return loop.run(on_step=on_step)
+
+
+def summarize(history: list[dict], seconds: float) -> dict:
+    trained = [m for m in history if not m.get("skipped")]
+
+    def mean(key: str, rows: list[dict]) -> float | None:
+        vals = [m[key] for m in rows if key in m]
+        return round(sum(vals) / len(vals), 5) if vals else None
+
+    head, tail = trained[:5], trained[-5:]
+    gen = sum(m["gen_s"] for m in history)
+    total = gen + sum(m["train_s"] for m in history)
+    return {
+        "steps_run": len(history),
+        "steps_skipped": len(history) - len(trained),
+        "reward_first5": mean("reward_mean", head),
+        "reward_last5": mean("reward_mean", tail),
+        "correct_first5": mean("reward/correct", head),
+        "correct_last5": mean("reward/correct", tail),
+        "tokens": sum(m.get("tokens", 0) for m in history),
+        "train_seconds": round(seconds, 3),
+        "generation_fraction": round(gen / total, 4) if total else None,
+    }
+
+
+def publish(model, tokenizer, source: Path, out_dir: Path) -> None:
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    if (source / MODEL_JSON).is_file():
+        shutil.copy2(source / MODEL_JSON, out_dir / MODEL_JSON)
+
+
+def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
+    from llmforge.post.rl_loop import GRPOLoop
+
+    model_ref = inputs.one("model")
+    rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
+    model, tokenizer = load_policy(model_ref.path)
+    generator = make_generator(cfg, model, tokenizer, model_ref.path)
+    rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
+    loop = GRPOLoop(model, tokenizer, rows, cfg, out.work, out.log_metrics, generator)
+    t0 = time.time()
+    history = train(loop, cfg, out)
+    publish(model, tokenizer, model_ref.path, out.dir)
+    return {"prompts": len(rows), **filter_metrics, **summarize(history, time.time() - t0)}
+
+
+STAGE = Stage(
+    name="rlvr",
+    kind="model",
+    config=Config,
+    run=run,
+    roles={
+        "model": Role(kinds=("model",), min=1, max=1, help="the policy to train"),
+        "prompts": Role(
+            kinds=("raw",),
+            min=1,
+            max=None,
+            help="task jsonl: id, prompt, reference, tests, verifier, chat",
+        ),
+    },
+    default_role="model",
+    help="RL with verifiable rewards (GRPO/DAPO): dynamic sampling, clip-higher, masking.",
+)
