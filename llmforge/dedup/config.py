@@ -94,6 +94,11 @@ class QualityConfig:
     skip_domains: list[str] = param(
         ["code", "math"], "domains the Gopher rules do not apply to (they target prose)"
     )
+    gopher_min_words: int = param(
+        50,
+        "the Gopher rules skip shorter documents: in a short text one 4-gram already "
+        "exceeds datatrove's top-n-gram fractions",
+    )
     language: str | None = param(
         None, "keep only this language (fastText lid.176); needs language_model"
     )

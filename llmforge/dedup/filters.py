@@ -149,15 +149,20 @@ class LengthFilter(BaseFilter):
 
 
 class DomainGate(BaseFilter):
-    """Apply an inner datatrove filter only to documents outside `skip_domains`."""
+    """Apply an inner datatrove filter only to documents outside `skip_domains` that have
+    at least `min_words` words."""
 
-    def __init__(self, inner: BaseFilter, skip_domains: list[str], exclusion_writer=None):
+    def __init__(
+        self, inner: BaseFilter, skip_domains: list[str], min_words: int = 0, exclusion_writer=None
+    ):
         super().__init__(exclusion_writer)
-        self.inner, self.skip_domains = inner, frozenset(skip_domains)
+        self.inner, self.skip_domains, self.min_words = inner, frozenset(skip_domains), min_words
         self.name = inner.name
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("domain") in self.skip_domains:
+            return True
+        if self.min_words and len(doc.text.split(None, self.min_words)) < self.min_words:
             return True
         return self.inner.filter(doc)
 

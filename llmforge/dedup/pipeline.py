@@ -77,12 +77,18 @@ def filter_steps(cfg: DedupConfig, layout: Layout, has_evals: bool) -> list:
         )
     if q.gopher_repetition:
         gate = F.DomainGate(
-            GopherRepetitionFilter(), q.skip_domains, _removed(layout, "gopher_repetition")
+            GopherRepetitionFilter(),
+            q.skip_domains,
+            q.gopher_min_words,
+            _removed(layout, "gopher_repetition"),
         )
         out.append(gate)
     if q.gopher_quality:
         gate = F.DomainGate(
-            GopherQualityFilter(), q.skip_domains, _removed(layout, "gopher_quality")
+            GopherQualityFilter(),
+            q.skip_domains,
+            q.gopher_min_words,
+            _removed(layout, "gopher_quality"),
         )
         out.append(gate)
     if q.language:

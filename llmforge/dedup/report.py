@@ -87,7 +87,7 @@ def write_kept(
         for folder in layout.kept_folders():
             for f, i, raw in _rows(folder):
                 row = orjson.loads(raw)
-                match = semantic_drops.get((str(f), i))
+                match = semantic_drops.get((str(f.relative_to(layout.work)), i))
                 if match is None:
                     docs.write(raw)
                     kept.add(row)

@@ -66,7 +66,7 @@ def run_datatrove(cfg: DedupConfig, layout: Layout, has_evals: bool) -> dict[str
 def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict[tuple[str, int], str], float, int]:
     """Embed the surviving documents of eligible domains and find semantic duplicates.
 
-    Returns {(file, line index): id of the kept document it duplicates}, seconds, docs in.
+    Returns {(file relative to work, line index): id of the kept document it duplicates}, seconds, docs in.
     The result is cached in the work directory so a resumed run does not embed again.
     """
     sc = cfg.semantic
@@ -83,13 +83,17 @@ def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict[tuple[str, int]
                 for i, raw in enumerate(fh):
                     row = orjson.loads(raw)
                     if row["domain"] not in skip:
-                        rows.append((str(f), i, row["id"]))
+                        rows.append((str(f.relative_to(layout.work)), i, row["id"]))
     drops = {}
     if len(rows) > 1:
         layout.semantic.mkdir(parents=True, exist_ok=True)
         encoder = semantic.Encoder(semantic.encoder_dir(sc.encoder), sc.max_tokens)
         emb = semantic.embed_to_memmap(
-            _texts(rows), len(rows), encoder, layout.semantic / "emb.npy", sc.batch_size
+            _texts(layout.work, rows),
+            len(rows),
+            encoder,
+            layout.semantic / "emb.npy",
+            sc.batch_size,
         )
         for dropped, kept in semantic.find_duplicates(emb, sc.threshold, sc.chunk_size).items():
             drops[(rows[dropped][0], rows[dropped][1])] = rows[kept][2]
@@ -104,13 +108,13 @@ def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict[tuple[str, int]
     return drops, seconds, len(rows)
 
 
-def _texts(rows):
+def _texts(work: Path, rows):
     """Stream the texts of `rows` (sorted by file then line) back from disk."""
     wanted: dict[str, set[int]] = {}
     for f, i, _ in rows:
         wanted.setdefault(f, set()).add(i)
     for f in wanted:  # insertion order is the order of `rows`
-        with open(f, "rb") as fh:
+        with open(work / f, "rb") as fh:
             for i, raw in enumerate(fh):
                 if i in wanted[f]:
                     yield orjson.loads(raw)["text"]

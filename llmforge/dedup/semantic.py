@@ -86,11 +86,9 @@ def _flush(encoder: Encoder, batch: list[str], out, path: Path, count: int, row:
 
 
 def cluster(embeddings: np.ndarray, chunk_size: int, seed: int = 0) -> np.ndarray:
-    """A cluster label per row; one cluster when everything fits in one chunk."""
+    """A k-means label per row, about `chunk_size` rows per cluster (at least 2 clusters)."""
     n = len(embeddings)
-    k = math.ceil(n / chunk_size)
-    if k <= 1:
-        return np.zeros(n, dtype=np.int64)
+    k = max(2, math.ceil(n / chunk_size))
     from sklearn.cluster import MiniBatchKMeans
 
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=4096, n_init=3)
@@ -123,15 +121,29 @@ def duplicates_in(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np
     return np.asarray(drop, dtype=np.int64), np.asarray(match, dtype=np.int64)
 
 
+def _groups(embeddings: np.ndarray, rows: np.ndarray, chunk_size: int, depth: int = 0):
+    """Split `rows` with k-means until every group fits in a chunk; yield the groups."""
+    if len(rows) <= chunk_size:
+        yield rows
+        return
+    labels = cluster(embeddings[rows] if depth else embeddings, chunk_size, seed=depth)
+    parts = [rows[labels == label] for label in np.unique(labels)]
+    if len(parts) == 1 or depth >= 4:  # k-means cannot split it (near-identical rows)
+        parts = [rows[i : i + chunk_size] for i in range(0, len(rows), chunk_size)]
+        yield from parts
+        return
+    for part in parts:
+        yield from _groups(embeddings, part, chunk_size, depth + 1)
+
+
 def find_duplicates(embeddings: np.ndarray, threshold: float, chunk_size: int) -> dict[int, int]:
-    """{dropped row: kept row it duplicates} over all rows, one cluster at a time."""
-    labels = cluster(embeddings, chunk_size)
+    """{dropped row: kept row it duplicates} over all rows, one group at a time.
+
+    Duplicates that k-means puts into different groups are missed: the price of bounded
+    memory, as in SemDeDup."""
     found: dict[int, int] = {}
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        # an oversized k-means cluster is cut into chunk_size slices to bound memory
-        for start in range(0, len(rows), chunk_size):
-            part = rows[start : start + chunk_size]
-            drop, match = duplicates_in(np.asarray(embeddings[part]), threshold)
-            found.update(zip(part[drop].tolist(), part[match].tolist(), strict=True))
+    for rows in _groups(embeddings, np.arange(len(embeddings)), chunk_size):
+        rows = np.sort(rows)  # keep the earliest document of each group
+        drop, match = duplicates_in(np.asarray(embeddings[rows]), threshold)
+        found.update(zip(rows[drop].tolist(), rows[match].tolist(), strict=True))
     return found

@@ -76,6 +76,9 @@ def test_length_filter_and_domain_gate():
     gate = F.DomainGate(F.LengthFilter(5, 10), ["code"])
     assert gate.filter(doc("abc", domain="code")) is True
     assert gate.filter(doc("abc", domain="web"))[0] is False
+    wordy = F.DomainGate(F.LengthFilter(0, 10), [], min_words=3)
+    assert wordy.filter(doc("two words but very long")) is not True
+    assert wordy.filter(doc("twowords butverylongindeed")) is True
 
 
 def test_exact_key_normalises_case_and_space():
