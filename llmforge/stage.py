@@ -147,6 +147,54 @@ def execute(
         run.release()
 
 
+def submit_slurm(
+    stage: Stage,
+    items: list[str],
+    config_path: Path | None,
+    sets: list[str],
+    out: Path | None,
+    slurm_cfg,
+    dry_run: bool = False,
+    replace: bool = False,
+) -> Path:
+    """Render and submit an sbatch job that runs this stage; return the planned output path.
+
+    Inputs still being produced by submitted jobs become afterok dependencies; a stage whose
+    artifact already exists with the same id is a cache hit and submits nothing.
+    """
+    from llmforge import slurm
+
+    config.load(stage.config, config_path, sets)  # bad config fails here, not in the queue
+    deps = [j for j in (slurm.pending_job(Path(stage._split(i)[1])) for i in items) if j]
+    if not deps:
+        _, _, art_id, out = plan(stage, items, config_path, sets, out)
+        if _cache_hit(out, art_id, replace):
+            return out
+    elif out is None:
+        raise BadInput("--out is required when inputs are still being produced by Slurm jobs")
+    out = Path(out).resolve()
+    argv = [stage.name, *(_absolute(stage, i) for i in items), "-o", str(out)]
+    argv += ["-c", str(Path(config_path).resolve())] if config_path else []
+    argv += [a for s_ in sets for a in ("-s", s_)] + (["--replace"] if replace else [])
+    script = slurm.job_dir(out) / "job.sbatch"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(slurm.render_job(slurm_cfg, stage.name, argv, out, Path.cwd()))
+    if dry_run:
+        log.console.print(script.read_text())
+        log.info(f"rendered {script} (not submitted)")
+        return out
+    job = slurm.submit(script, deps)
+    (script.parent / "jobid").write_text(job + "\n")
+    log.info(f"submitted job {job} for {stage.name}" + (f" after {','.join(deps)}" if deps else ""))
+    return out
+
+
+def _absolute(stage: Stage, item: str) -> str:
+    role, path = stage._split(item)
+    full = str(Path(path).resolve())
+    return full if role == stage.default_role and "=" not in item else f"{role}={full}"
+
+
 def _cache_hit(out: Path, art_id: str, replace: bool) -> bool:
     existing = artifact.existing_id(out)
     if existing == art_id:
@@ -214,10 +262,14 @@ def make_command(stage: Stage) -> Callable:
         for flag, key in stage.flags.items():
             if kwargs.pop(flag.replace("-", "_")):
                 sets.append(f"{key}=true")
+        items = kwargs["inputs"] or []
+        if kwargs["slurm"] or kwargs["slurm_config"] or kwargs["slurm_set"]:
+            run_cli(lambda: _submit_from_cli(stage, items, sets, kwargs), quiet=kwargs["quiet"])
+            return
         run_cli(
             lambda: execute(
                 stage,
-                kwargs["inputs"] or [],
+                items,
                 kwargs["config"],
                 sets,
                 kwargs["out"],
@@ -235,6 +287,17 @@ def make_command(stage: Stage) -> Callable:
         _param("dry_run", bool, typer.Option("--dry-run", help="print config and id; do nothing")),
         _param("replace", bool, typer.Option("--replace", help="overwrite a different artifact")),
         _param("quiet", bool, typer.Option("--quiet", "-q", help="only errors on stderr")),
+        _param("slurm", bool, typer.Option("--slurm", help="submit as a Slurm job instead")),
+        _param(
+            "slurm_config",
+            Path | None,
+            typer.Option("--slurm-config", help="YAML of Slurm resources (llmforge/slurm.py)"),
+        ),
+        _param(
+            "slurm_set",
+            list[str] | None,
+            typer.Option("--slurm-set", help="Slurm resource override, e.g. nodes=2"),
+        ),
     ]
     for flag, key in stage.flags.items():
         opt = typer.Option(f"--{flag}", help=f"same as --set {key}=true")
@@ -243,6 +306,22 @@ def make_command(stage: Stage) -> Callable:
     command.__doc__ = stage.help
     command.epilog = _epilog(stage)
     return command
+
+
+def _submit_from_cli(stage: Stage, items: list[str], sets: list[str], kwargs: dict) -> Path:
+    from llmforge import slurm
+
+    slurm_cfg = config.load(slurm.SlurmConfig, kwargs["slurm_config"], kwargs["slurm_set"] or [])
+    return submit_slurm(
+        stage,
+        items,
+        kwargs["config"],
+        sets,
+        kwargs["out"],
+        slurm_cfg,
+        kwargs["dry_run"],
+        kwargs["replace"],
+    )
 
 
 def _param(name: str, tp: Any, info: Any) -> inspect.Parameter:
