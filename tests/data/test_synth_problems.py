@@ -91,6 +91,16 @@ def test_sample_respects_split_uniqueness_and_exclude():
     assert all(split_of(p.key) == "train" for p in train)
 
 
+def test_training_problems_never_work_out_an_eval_computation():
+    for split in ("train", "rl"):
+        for problem in sample(random.Random(5), split, 400, 3):
+            keys = problem.operation_keys()
+            assert len(keys) >= len(problem.steps) + 1
+            assert all(split_of(k) != "eval" for k in keys), problem
+    two_step = next(p for p in sample(random.Random(6), "train", 50, 3) if p.kind == "word2")
+    assert len(two_step.ops) == 2
+
+
 def test_sample_reports_an_exhausted_space():
     with pytest.raises(ValueError, match="could not draw"):
         sample(random.Random(0), "eval", 80, 1, unique="key")

@@ -108,20 +108,36 @@ def test_answers_recompute(built):
         assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
 
 
-def test_eval_items_are_held_out_of_training_files(built):
+def training_texts(built: Path) -> list[str]:
+    """Every training text the builder wrote, bar the deliberately contaminated docs."""
     planted = json.loads((built / "planted.json").read_text())
     contaminated = {r["id"] for r in planted["contaminated"]}
-    training = [d["text"] for d in read(built, "raw/math.jsonl") if d["id"] not in contaminated]
-    training += [r["prompt"] for r in read(built, "prefs/dpo.jsonl")]
-    training += [r["prompt"] for r in read(built, "rl/prompts.jsonl")]
+    texts = [d["text"] for d in read(built, "raw/math.jsonl") if d["id"] not in contaminated]
+    texts += [r[k] for r in read(built, "prefs/dpo.jsonl") for k in ("prompt", "chosen")]
     for rel in ("chat/sft.jsonl", "chat/sft_mismatched.jsonl"):
-        training += [m["content"] for r in read(built, rel) for m in r["messages"]]
-    blob = "\n".join(training)
-    held_out = read(built, "eval/math.jsonl") + read(built, "eval/format.jsonl")
-    assert held_out and not [r["prompt"] for r in held_out if r["prompt"] in blob]
+        for row in read(built, rel):
+            texts += [m["content"] + "\n" + m.get("reasoning", "") for m in row["messages"]]
+    return texts
+
+
+def test_eval_items_are_held_out_of_training_files(built):
+    blob = "\n".join(training_texts(built))
     rl = [r["prompt"] for r in read(built, "rl/prompts.jsonl")]
-    others = blob.replace("\n".join(rl), "")
-    assert not [p for p in rl if p in others]
+    held_out = read(built, "eval/math.jsonl") + read(built, "eval/format.jsonl")
+    assert held_out and not [r["prompt"] for r in held_out if r["prompt"] in blob + str(rl)]
+    assert not [p for p in rl if p in blob]
+
+
+def test_eval_computations_are_not_worked_out_in_training_files(built):
+    """Not even as an intermediate step: '52 - 40 = 12' would give away '52 - 40 = ?'."""
+    blob = "\n".join(training_texts(built))
+    bare = [re.search(r"(\d+) ([-+*]) (\d+)", r["prompt"]) for r in read(built, "eval/math.jsonl")]
+    bare = [m.groups() for m in bare if m]
+    assert len(bare) > 5
+    for a, op, b in bare:
+        orders = [(a, b), (b, a)] if op in "+*" else [(a, b)]
+        for x, y in orders:
+            assert not re.search(rf"(?<!\d){x} \{op} {y} =", blob), (x, op, y)
 
 
 def test_planted_duplicates_are_where_the_record_says(built):

@@ -9,10 +9,16 @@ system prompt is present it ends with the ``/think`` or ``/no_think`` flag that 
 from __future__ import annotations
 
 import random
-import re
 
-from llmforge.data.synth.problems import STEPS, Problem, apply, op_key
-from llmforge.data.synth.splits import split_of
+from llmforge.data.synth.problems import (
+    STEP_PATTERN,
+    STEPS,
+    Problem,
+    apply,
+    op_key,
+    step_keys,
+)
+from llmforge.data.synth.splits import leaks_eval, split_of
 
 SYSTEM_PROMPTS = (
     "You are a helpful assistant.",
@@ -21,7 +27,6 @@ SYSTEM_PROMPTS = (
 )
 SOURCE = "llmforge-synth"
 MISMATCHED_SOURCE = "llmforge-synth-verbose-teacher"
-_STEP = re.compile(r"^(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\.$")
 _WORDS = {"+": "plus", "-": "minus", "*": "times"}
 _MODES = ("think", "no_think")
 
@@ -64,9 +69,9 @@ def follow_up(problem: Problem, rng: random.Random) -> tuple[str, list[str], int
         n = rng.randint(2, 9) if op == "*" else rng.randint(1, 20)
         if op == "-" and n > problem.answer:
             continue
-        if (
-            split_of(f"({problem.key}){op}{n}") != "train"
-            or split_of(op_key(op, problem.answer, n)) != "train"
+        steps = STEPS[op](problem.answer, n)
+        if split_of(f"({problem.key}){op}{n}") != "train" or leaks_eval(
+            [op_key(op, problem.answer, n), *step_keys(steps)]
         ):
             continue
         text = {
@@ -74,7 +79,7 @@ def follow_up(problem: Problem, rng: random.Random) -> tuple[str, list[str], int
             "-": "Now subtract {n} from that.",
             "*": "Now multiply that by {n}.",
         }[op].format(n=n)
-        return text, STEPS[op](problem.answer, n), apply(op, problem.answer, n)
+        return text, steps, apply(op, problem.answer, n)
     return None
 
 
@@ -105,7 +110,7 @@ def verbose_reasoning(problem: Problem) -> str:
     """The same steps in a very different, wordy teacher style (for the SFT style check)."""
     lines = ["Okay, let me think about this really carefully.", f"The question: {problem.question}"]
     for i, step in enumerate(problem.steps, 1):
-        match = _STEP.match(step)
+        match = STEP_PATTERN.match(step)
         if match:
             a, op, b, result = match.groups()
             lines.append(f"STEP {i} :: take {a}, {_WORDS[op]} {b} ... that gives {result}")

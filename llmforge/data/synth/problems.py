@@ -15,6 +15,7 @@ Difficulty levels are sized for 1-10M-parameter models trained for minutes:
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 DIFFICULTIES = (1, 2, 3)
@@ -34,6 +35,11 @@ class Problem:
     answer: int
     kind: str
     difficulty: int
+    ops: tuple[str, ...] = ()  # keys of each operation, for two-step problems
+
+    def operation_keys(self) -> list[str]:
+        """Keys of every computation the solution performs: whole operations and steps."""
+        return list(self.ops or (self.key,)) + step_keys(self.steps)
 
     def solution(self) -> str:
         """The worked steps followed by the boxed answer, as one paragraph."""
@@ -79,6 +85,19 @@ def _place_parts(n: int) -> list[int]:
 
 
 STEPS = {"+": add_steps, "-": sub_steps, "*": mul_steps}
+STEP_PATTERN = re.compile(r"^(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\.$")
+
+
+def step_keys(steps: list[str] | tuple[str, ...]) -> list[str]:
+    """The canonical keys of the operations written out in worked steps."""
+    keys = []
+    for step in steps:
+        match = STEP_PATTERN.match(step)
+        if match is None:
+            raise ValueError(f"not a worked step: {step!r}")
+        a, op, b, _ = match.groups()
+        keys.append(op_key(op, int(a), int(b)))
+    return keys
 
 
 def apply(op: str, a: int, b: int) -> int:
@@ -142,12 +161,14 @@ def word_problem(rng: random.Random, difficulty: int) -> Problem:
     words = dict(name=rng.choice(NAMES), item=rng.choice(ITEMS), box=rng.choice(CONTAINERS))
     story, key = _ONE_STEP[op].format(a=a, b=b, **words), op_key(op, a, b)
     steps, answer = STEPS[op](a, b), apply(op, a, b)
+    ops = [key]
     if two_step:
         op2 = rng.choice("+-")
         c = rng.randint(1, 20 if difficulty < 3 else 99)
         c = min(c, answer) if op2 == "-" else c
         story += " " + _SECOND[op2].format(c=c, **words)
         key = f"({key}){op2}{c}"
+        ops.append(op_key(op2, answer, c))
         steps, answer = steps + STEPS[op2](answer, c), apply(op2, answer, c)
     return Problem(
         key=key,
@@ -156,6 +177,7 @@ def word_problem(rng: random.Random, difficulty: int) -> Problem:
         answer=answer,
         kind="word2" if two_step else "word",
         difficulty=difficulty,
+        ops=tuple(ops),
     )
 
 

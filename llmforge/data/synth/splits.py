@@ -26,6 +26,22 @@ def split_of(key: str) -> str:
     return next(name for name, buckets in SPLITS.items() if bucket in buckets)
 
 
+def leaks_eval(keys: list[str]) -> bool:
+    """True when any of these operation keys is a held-out eval item."""
+    return any(split_of(key) == "eval" for key in keys)
+
+
+def belongs(problem: Problem, split: str) -> bool:
+    """Whether `problem` may go into `split`.
+
+    Outside the eval split a problem must also not work out an eval item on the way: a
+    step ``52 - 40 = 12`` would hand the model the answer to the eval item ``52 - 40``.
+    """
+    if split_of(problem.key) != split:
+        return False
+    return split == "eval" or not leaks_eval(problem.operation_keys())
+
+
 def sample(
     rng: random.Random,
     split: str,
@@ -53,7 +69,7 @@ def _draw(rng, split, n, difficulty, unique, exclude) -> Iterator[Problem]:
         level = difficulty(rng) if callable(difficulty) else difficulty
         problem = make_problem(rng, level)
         tag = problem.key if unique == "key" else problem.question
-        if split_of(problem.key) != split or tag in seen or problem.key in exclude:
+        if not belongs(problem, split) or tag in seen or problem.key in exclude:
             misses += 1
             if misses > _MAX_MISSES:
                 raise ValueError(f"could not draw {n} distinct {split} problems; got {made}")
