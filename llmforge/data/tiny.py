@@ -19,6 +19,7 @@ and a rerun with the same preset and seed is a no-op.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
@@ -30,6 +31,7 @@ from pathlib import Path
 from llmforge.data import offline
 from llmforge.data.synth import chat, math_text, planted, prefs, tasks
 from llmforge.data.synth.planted import PlantCounts
+from llmforge.data.synth.problems import Problem
 from llmforge.data.synth.splits import mixed_difficulty, sample
 from llmforge.errors import BadInput, LLMForgeError
 from llmforge.log import info
@@ -161,11 +163,7 @@ def make_files(
     preset: Preset, seed: int, cache: Path | None = None
 ) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """All rows per output file, and the planted-duplicate records."""
-
-    def rng(part: str) -> random.Random:
-        # One stream per part, so resizing one file leaves the others unchanged.
-        return random.Random(f"llmforge-tiny:{seed}:{part}")
-
+    rng = functools.partial(stream, seed)
     train = mixed_difficulty(TRAIN_DIFFICULTY)
     evals = sample(
         rng("eval"), "eval", preset.eval_math, mixed_difficulty(EVAL_DIFFICULTY), unique="key"
@@ -193,12 +191,20 @@ def make_files(
         "eval/math.jsonl": tasks.math_tasks(evals, "eval-math"),
         "eval/format.jsonl": tasks.format_tasks(formats),
     }
-    raw, plants = make_raw(preset, seed, rng, evals, files["eval/math.jsonl"], cache)
+    raw, plants = make_raw(preset, seed, evals, files["eval/math.jsonl"], cache)
     return {**raw, **files}, plants
 
 
-def make_raw(preset, seed, rng, evals, eval_rows, cache):
+def stream(seed: int, part: str) -> random.Random:
+    """The random stream of one part; one per part, so resizing a file leaves others alone."""
+    return random.Random(f"llmforge-tiny:{seed}:{part}")
+
+
+def make_raw(
+    preset: Preset, seed: int, evals: list[Problem], eval_rows: list[dict], cache: Path | None
+) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """The three document files with duplicates planted, and the plant records."""
+    rng = functools.partial(stream, seed)
     literature = offline.select_bytes(
         offline.shakespeare_documents(offline.shakespeare_texts(cache)),
         preset.literature_bytes,
@@ -223,24 +229,35 @@ def make_raw(preset, seed, rng, evals, eval_rows, cache):
         for kind, items in found.items():
             records[kind] += [{**item, "file": path} for item in items]
         raw[path] = planted.interleave(docs, new, rng(f"interleave-{domain}"))
+    used = {r.get("of") for kind in ("exact", "near") for r in records[kind]}
     records["contaminated"] = _contaminate(
-        raw["raw/math.jsonl"], evals, eval_rows, counts.contaminated, rng("contaminate")
+        raw["raw/math.jsonl"], used, evals, eval_rows, counts.contaminated, rng("contaminate")
     )
     return raw, records
 
 
-def _contaminate(math_docs, evals, eval_rows, count, rng) -> list[dict]:
-    """Paste `count` eval word problems (long enough for n-gram decontamination) into docs."""
+def _contaminate(
+    docs: list[dict],
+    avoid: set[str],
+    evals: list[Problem],
+    eval_rows: list[dict],
+    count: int,
+    rng: random.Random,
+) -> list[dict]:
+    """Paste `count` eval word problems (long enough for n-gram decontamination) into docs.
+
+    Planted copies and their sources are left alone so the copy records stay true.
+    """
     wordy = [i for i, p in enumerate(evals) if p.kind.startswith("word")]
-    original = [i for i, d in enumerate(math_docs) if "-planted-" not in d["id"]]
+    hosts = [i for i, d in enumerate(docs) if "-planted-" not in d["id"] and d["id"] not in avoid]
     records = []
-    for eval_index, doc_index in zip(rng.sample(wordy, count), rng.sample(original, count)):
+    for eval_index, doc_index in zip(rng.sample(wordy, count), rng.sample(hosts, count)):
         problem = evals[eval_index]
         text = f"{problem.question}\nSolution: {problem.solution()}"
-        math_docs[doc_index] = planted.contaminate(math_docs[doc_index], text)
+        docs[doc_index] = planted.contaminate(docs[doc_index], text)
         records.append(
             {
-                "id": math_docs[doc_index]["id"],
+                "id": docs[doc_index]["id"],
                 "eval_id": eval_rows[eval_index]["id"],
                 "file": "raw/math.jsonl",
                 "eval_file": "eval/math.jsonl",
