@@ -198,22 +198,34 @@ def hf_config(cfg: ModelConfig, special_tokens: dict | None = None) -> PreTraine
     return config_cls(no_rope_layers=no_rope, use_sliding_window=False, **common)
 
 
-def export_hf(model: GPT, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> None:
-    """Write config.json, model.safetensors, llmforge_model.json and the tokenizer files."""
+def export_hf(
+    model: GPT,
+    out_dir: str | Path,
+    tokenizer_dir: str | Path | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write config.json, generation_config.json, model.safetensors, llmforge_model.json and
+    the tokenizer files. `dtype` (e.g. torch.bfloat16) casts the weights; default: as is."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = model.cfg
     special = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # not Llama's 1, 2
+    stop_ids: list[int] = []
     if tokenizer_dir is not None:
-        special = _copy_tokenizer(Path(tokenizer_dir), out)
-    config = hf_config(cfg, special)
+        special, stop_ids = _copy_tokenizer(Path(tokenizer_dir), out)
+    state = _hf_state_dict(model, dtype)
+    config = hf_config(model.cfg, special)
+    config.dtype = dtype or model.embed_tokens.weight.dtype
     config.save_pretrained(out)
-    GenerationConfig.from_model_config(config).save_pretrained(out)
-    save_file(_hf_state_dict(model), str(out / WEIGHTS), metadata={"format": "pt"})
-    (out / OUR_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    generation = GenerationConfig.from_model_config(config)
+    if stop_ids:
+        generation.eos_token_id = stop_ids
+    generation.save_pretrained(out)
+    save_file(state, str(out / WEIGHTS), metadata={"format": "pt"})
+    (out / OUR_CONFIG).write_text(json.dumps(to_dict(model.cfg), indent=2) + "\n")
 
 
-def _hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+def _hf_state_dict(model: GPT, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """Our names with transformers' prefixes; a tied head is stored once (as the embedding)."""
     custom = hf_architecture(model.cfg) == "llmforge"
     state = {}
@@ -221,12 +233,16 @@ def _hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
         if name == "lm_head.weight" and model.cfg.tie_embeddings:
             continue
         key = name if name == "lm_head.weight" and not custom else "model." + name
-        state[key] = tensor.detach().contiguous().clone()
+        tensor = tensor.detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[key] = tensor.contiguous().clone()
     return state
 
 
-def _copy_tokenizer(src: Path, out: Path) -> dict:
-    """Copy the tokenizer files; return its bos/eos/pad ids for the model config."""
+def _copy_tokenizer(src: Path, out: Path) -> tuple[dict, list[int]]:
+    """Copy the tokenizer files. Returns its bos/eos/pad ids for the model config, and the
+    ids generation stops at: eos, plus <|im_end|> when the (ChatML) vocabulary has it."""
     from transformers import AutoTokenizer
 
     if not src.is_dir():
@@ -235,11 +251,14 @@ def _copy_tokenizer(src: Path, out: Path) -> dict:
         if f.is_file() and f.name not in _SKIP_TOKENIZER_FILES:
             shutil.copy2(f, out / f.name)
     tok = AutoTokenizer.from_pretrained(str(src))
-    return {
+    eos, im_end = tok.eos_token_id, tok.get_vocab().get("<|im_end|>")
+    special = {
         "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        "eos_token_id": eos,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else eos,
     }
+    stop_ids = [i for i in (eos, im_end) if i is not None]
+    return special, list(dict.fromkeys(stop_ids))
 
 
 # ---------------------------------------------------------------- import
