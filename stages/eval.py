@@ -110,6 +110,7 @@ class HarnessSection:
     limit: int | None = param(None, "at most this many documents per task")
     batch_size: int = param(8, "lm-eval batch size")
     apply_chat_template: bool = param(False, "render prompts with the chat template")
+    include_defaults: bool = param(False, "with harness=DIR, also index lm-eval's own tasks")
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,12 @@ def build_plan(cfg: Config, inputs: Inputs) -> suite.Plan:
         decontam_ngram=cfg.decontam.ngram if cfg.decontam.enabled else None,
         decontam_min_overlap=cfg.decontam.min_overlap,
         harness=HarnessConfig(
-            tuple(h.tasks), h.num_fewshot, h.limit, h.batch_size, h.apply_chat_template
+            tuple(h.tasks),
+            h.num_fewshot,
+            h.limit,
+            h.batch_size,
+            h.apply_chat_template,
+            h.include_defaults,
         ),
         harness_include=harness_dir.path if harness_dir else None,
         backend=cfg.backend,

@@ -26,6 +26,7 @@ class HarnessConfig:
     limit: int | None = None
     batch_size: int = 8
     apply_chat_template: bool = False
+    include_defaults: bool = False
 
 
 @contextlib.contextmanager
@@ -51,7 +52,12 @@ def run_harness(
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    # Indexing lm-eval's thousands of bundled task YAMLs takes minutes on a busy CPU; with a
+    # local task folder we skip it unless asked to keep them.
+    manager = TaskManager(
+        include_path=str(include_path) if include_path else None,
+        include_defaults=include_path is None or cfg.include_defaults,
+    )
     unknown = [t for t in cfg.tasks if t not in manager.all_tasks]
     if unknown:
         where = f" under {include_path}" if include_path else ""

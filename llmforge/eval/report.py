@@ -204,7 +204,7 @@ def plot_loss_curves(rows: list[Row], path: Path) -> bool:
         else:
             color = None
         if r.val_curve:
-            ax.plot(*zip(*r.val_curve), "--", color=color, label=f"{r.label} val")
+            ax.plot(*zip(*r.val_curve), "o--", color=color, label=f"{r.label} val")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="Training loss")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -224,15 +224,16 @@ def plot_scores(rows: list[Row], path: Path) -> bool:
         axes[0],
         rows,
         tasks,
-        lambda r, t: (headline(r.tasks[t]) or (0, 0.0))[1] if t in r.tasks else 0.0,
+        lambda r, t: (headline(r.tasks[t]) or (0, None))[1] if t in r.tasks else None,
         "score (avg@n)",
         "Task scores",
+        (0, 1.05),
     )
     _bars(
         axes[1],
         rows,
         domains,
-        lambda r, d: r.loss.get("per_domain", {}).get(d, {}).get("bpb") or 0.0,
+        lambda r, d: r.loss.get("per_domain", {}).get(d, {}).get("bpb"),
         "bits per byte (lower is better)",
         "Validation bits-per-byte",
     )
@@ -240,13 +241,18 @@ def plot_scores(rows: list[Row], path: Path) -> bool:
     return True
 
 
-def _bars(ax, rows, groups, value, ylabel, title) -> None:
+def _bars(ax, rows, groups, value, ylabel, title, ylim=None) -> None:
     width = 0.8 / max(len(rows), 1)
     for i, r in enumerate(rows):
         xs = [g + i * width for g in range(len(groups))]
-        ax.bar(xs, [value(r, g) for g in groups], width, label=r.label)
+        values = [value(r, g) for g in groups]
+        bars = ax.bar(xs, [v if v is not None else 0.0 for v in values], width, label=r.label)
+        labels = [f"{v:.2f}" if v is not None else "n/a" for v in values]
+        ax.bar_label(bars, labels=labels, fontsize=7)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=15)
     ax.set(ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if not groups:
         ax.text(0.5, 0.5, "no data", ha="center", transform=ax.transAxes)
     ax.legend(fontsize=7)
