@@ -112,6 +112,13 @@ def test_heldout_tasks_are_in_the_eval_split_and_deterministic():
     assert all(split_of(k) == "eval" for k in keys)
 
 
+def test_heldout_format_tasks_alternate_modes():
+    rows = tasks.heldout_format_tasks(6, difficulty=2, seed=0)
+    assert [r["reference"] for r in rows] == ["think", "no_think"] * 3
+    assert all(r["verifier"] == "format" for r in rows)
+    assert rows == tasks.heldout_format_tasks(6, difficulty=2, seed=0)
+
+
 def test_planted_copies_and_repetition():
     docs = [
         {"id": f"d{i}", "text": " ".join(f"w{i}x{j}" for j in range(300)), "domain": "x"}

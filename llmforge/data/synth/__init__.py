@@ -5,11 +5,19 @@
 - `math_text`, `chat`, `prefs`, `tasks`: rows in the schemas of docs/contract.md;
 - `planted`: duplicates planted for the dedup stage.
 
-`heldout_arithmetic_tasks` makes held-out eval tasks of a given difficulty.
+`heldout_arithmetic_tasks` and `heldout_format_tasks` make held-out eval tasks of a given
+difficulty for the eval stage.
 """
 
 from llmforge.data.synth.problems import Problem, make_problem
 from llmforge.data.synth.splits import sample, split_of
-from llmforge.data.synth.tasks import heldout_arithmetic_tasks
+from llmforge.data.synth.tasks import heldout_arithmetic_tasks, heldout_format_tasks
 
-__all__ = ["Problem", "heldout_arithmetic_tasks", "make_problem", "sample", "split_of"]
+__all__ = [
+    "Problem",
+    "heldout_arithmetic_tasks",
+    "heldout_format_tasks",
+    "make_problem",
+    "sample",
+    "split_of",
+]

@@ -58,3 +58,11 @@ def heldout_arithmetic_tasks(
     """
     rng = random.Random(f"heldout-{difficulty}-{seed}")
     return math_tasks(sample(rng, "eval", n, difficulty, unique="key"), f"{prefix}-d{difficulty}")
+
+
+def heldout_format_tasks(
+    n: int, difficulty: int = 1, *, seed: int = 0, prefix: str = "heldout-format"
+) -> list[dict]:
+    """`n` held-out think/no_think format tasks (see `format_tasks`), alternating modes."""
+    rng = random.Random(f"heldout-format-{difficulty}-{seed}")
+    return format_tasks(sample(rng, "eval", n, difficulty, unique="key"), prefix)
