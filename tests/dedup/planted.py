@@ -42,14 +42,14 @@ PARAPHRASES = {
 }
 
 
-def salad(rng: random.Random, n: int = 120) -> str:
+def salad(rng: random.Random, n: int = 200) -> str:
     """A clean, unique document: random words in sentences."""
     words = [rng.choice(_WORDS) for _ in range(n)]
     sentences = [" ".join(words[i : i + 12]).capitalize() + "." for i in range(0, n, 12)]
     return " ".join(sentences)
 
 
-def near_copy(rng: random.Random, text: str, edits: int = 3) -> str:
+def near_copy(rng: random.Random, text: str, edits: int = 2) -> str:
     """The same text with a few words replaced."""
     words = text.split()
     for _ in range(edits):
