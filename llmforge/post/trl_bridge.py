@@ -102,7 +102,7 @@ def common_args(train: TrainArgs, output_dir: Path) -> dict[str, Any]:
         report_to="none",
         use_cpu=not cuda,
         bf16=train.bf16 and cuda,
-        gradient_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=train.gradient_checkpointing,
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=True,
