@@ -40,7 +40,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llmforge.config import from_dict, to_dict
-from llmforge.errors import BadInput
+from llmforge.errors import BadInput, ConfigError
 from llmforge.model.gpt import GPT, ModelConfig, RopeScaling, rope_frequencies
 
 OUR_CONFIG = "llmforge_model.json"
@@ -267,16 +267,20 @@ def _copy_tokenizer(src: Path, out: Path) -> tuple[dict, list[int]]:
 def load_gpt(model_dir: str | Path) -> GPT:
     """A GPT from our export (llmforge_model.json) or a stock Llama/Qwen3/SmolLM3 directory."""
     path = Path(model_dir)
-    if (path / OUR_CONFIG).is_file():
-        cfg = from_dict(ModelConfig, json.loads((path / OUR_CONFIG).read_text()))
-    elif (path / "config.json").is_file():
-        hf = json.loads((path / "config.json").read_text())
-        if hf.get("model_type") == "llmforge":  # our custom family saved by transformers/TRL
-            cfg = from_dict(ModelConfig, hf["llmforge"])
+    ours, hf_file = path / OUR_CONFIG, path / "config.json"
+    try:
+        if ours.is_file():
+            cfg = from_dict(ModelConfig, _read_json(ours))
+        elif hf_file.is_file():
+            hf = _read_json(hf_file)
+            if hf.get("model_type") == "llmforge":  # our custom family saved by transformers/TRL
+                cfg = from_dict(ModelConfig, hf.get("llmforge", {}))
+            else:
+                cfg = config_from_hf(hf, hf_file)
         else:
-            cfg = config_from_hf(hf, path / "config.json")
-    else:
-        raise BadInput(f"no {OUR_CONFIG} or config.json: not a model directory", path=str(path))
+            raise BadInput(f"no {OUR_CONFIG} or config.json: not a model directory", path=str(path))
+    except ConfigError as e:
+        raise BadInput(str(e), path=str(ours if ours.is_file() else hf_file)) from None
     model = GPT(cfg)
     state = {_our_key(k): v for k, v in _read_weights(path).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -288,6 +292,16 @@ def load_gpt(model_dir: str | Path) -> GPT:
             path=str(path),
         )
     return model
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BadInput(f"invalid JSON: {e.msg}", path=str(path), line=e.lineno) from None
+    if not isinstance(data, dict):
+        raise BadInput("expected a JSON object", path=str(path))
+    return data
 
 
 def _our_key(hf_key: str) -> str:
@@ -315,6 +329,9 @@ def config_from_hf(hf: dict, where: Path | None = None) -> ModelConfig:
     where_s = str(where) if where else None
     if family not in ("llama", "qwen3", "smollm3"):
         raise BadInput(f"model_type {family!r}: only llama, qwen3 and smollm3 import", path=where_s)
+    missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
+    if missing:
+        raise BadInput(f"config.json lacks {missing}", path=where_s)
     _refuse_unsupported(hf, where_s)
     heads = hf["num_attention_heads"]
     return ModelConfig(
@@ -324,9 +341,15 @@ def config_from_hf(hf: dict, where: Path | None = None) -> ModelConfig:
         max_seq_len=hf.get("max_position_embeddings", 2048),
         rope_theta=_rope(hf)["rope_theta"], rope_scaling=_rope_scaling(_rope(hf), where_s),
         nope_every=_nope_every(hf, where_s) if family == "smollm3" else 0,
-        qk_norm=family == "qwen3", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qk_norm=family == "qwen3",
+        tie_embeddings=bool(hf.get("tie_word_embeddings", family == "smollm3")),  # class defaults
         norm_eps=hf.get("rms_norm_eps", 1e-6), init_std=hf.get("initializer_range", 0.02),
     )  # fmt: skip
+
+
+_REQUIRED_HF_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+)  # fmt: skip
 
 
 def _refuse_unsupported(hf: dict, where: str | None) -> None:

@@ -210,6 +210,15 @@ def test_import_refuses_unsupported_features(tmp_path):
         load_gpt(tmp_path)
     with pytest.raises(BadInput, match="not a model directory"):
         load_gpt(tmp_path / "missing")
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 32}')
+    with pytest.raises(BadInput, match="lacks.*vocab_size"):
+        load_gpt(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama",\n "hidden_size": }')
+    with pytest.raises(BadInput, match="config.json:2: invalid JSON"):
+        load_gpt(tmp_path)
+    (tmp_path / "llmforge_model.json").write_text('{"n_heads": 3}')
+    with pytest.raises(BadInput, match="llmforge_model.json.*d_model"):
+        load_gpt(tmp_path)
 
 
 def test_export_copies_tokenizer_and_special_ids(tmp_path):
