@@ -144,8 +144,12 @@ def publish(model, tokenizer, source: Path, out_dir: Path) -> None:
 
 
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
+    import torch
+
     from llmforge.post.rl_loop import GRPOLoop
 
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     model_ref = inputs.one("model")
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
     model, tokenizer = load_policy(model_ref.path)

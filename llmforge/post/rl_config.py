@@ -147,6 +147,9 @@ class RLConfig:
     steps: int = param(50, "optimizer steps")
     seed: int = param(0, "seed of the prompt order and of sampling")
     checkpoint_every: int = param(10, "save a resumable checkpoint every N steps")
+    threads: int | None = param(
+        None, "torch CPU threads (None: torch's default; 1 is fastest for tiny models)"
+    )
     rollout: RolloutArgs = param(RolloutArgs(), "rollout sampling")
     loss: LossArgs = param(LossArgs(), "policy-gradient objective")
     optim: OptimArgs = param(OptimArgs(), "optimizer")
@@ -156,3 +159,4 @@ class RLConfig:
     def __post_init__(self):
         check(self.steps >= 1, "steps", "must be >= 1")
         check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        check(self.threads is None or self.threads >= 1, "threads", "must be >= 1")

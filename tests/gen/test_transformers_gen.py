@@ -10,7 +10,10 @@ CHAT = [{"role": "user", "content": "the king and the queen"}]
 
 @pytest.fixture(scope="module")
 def gen(tiny_model):
-    return TransformersGenerator.from_pretrained(str(tiny_model), batch_size=8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models run fastest on one thread
+    yield TransformersGenerator.from_pretrained(str(tiny_model), batch_size=8)
+    torch.set_num_threads(before)
 
 
 def test_shapes_and_finish_reasons(gen):

