@@ -83,7 +83,7 @@ class SpikeGuard(Callback):
         if self.events > self.cfg.max_events:
             raise RunFailed(f"{self.events} loss spikes; giving up (spike.max_events)")
         if self.cfg.policy == "rewind":
-            loop.rewind()
+            loop.rewind_requested = True
 
     def state_dict(self) -> dict:
         return {"history": list(self.history), "events": self.events}

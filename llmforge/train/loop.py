@@ -41,6 +41,7 @@ class Loop:
         self.callbacks, self.log = callbacks, log_fn
         self.spike = next((c for c in callbacks if isinstance(c, SpikeGuard)), None)
         self.step, self.progress, self._preempted = 0, None, False
+        self.rewind_requested = False  # set by the spike policy; acted on after the callbacks
 
     def tokens_trained(self) -> int:
         """Input tokens per optimizer step times the steps done, over all ranks."""
@@ -113,6 +114,9 @@ class Loop:
             self.step += 1
             for c in self.callbacks:
                 c.on_step(self, result, data_wait)
+            if self.rewind_requested:
+                self.rewind_requested = False
+                self.rewind()
             if self._stop_requested():
                 self.save_checkpoint()
                 raise RunFailed(

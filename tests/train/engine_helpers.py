@@ -1,0 +1,47 @@
+"""Builders shared by the engine tests: a tiny model, a loader over fake tokens, a Run."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmforge import artifact
+from llmforge.data.loader import DataConfig, PackedLoader, Source
+from llmforge.data.tokens import TokenStore
+from llmforge.model.gpt import GPT, ModelConfig
+from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train.engine import TrainSpec
+from tests.train.fake_tokens import VOCAB
+
+TINY = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                   ffn_hidden=64, max_seq_len=64)  # fmt: skip
+
+
+def tiny_model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(TINY)
+
+
+def tiny_loader(root: Path, batch_size: int = 4, seq_len: int = 32, seed: int = 0, **kw):
+    source = Source([TokenStore(root, "train")])
+    weights = [np.ones(len(source.domains)) / len(source.domains)]
+    return PackedLoader(source, weights, [10**6], batch_size, seq_len, seed=seed, **kw)
+
+
+def spec(root: Path, steps: int, **train) -> TrainSpec:
+    defaults = dict(steps=steps, batch_size=4, seq_len=32, precision="fp32", log_every=1,
+                    checkpoint_every=0, peak_probe_s=0.0)  # fmt: skip
+    return TrainSpec(
+        data=DataConfig(val_batches=1),
+        train=TrainConfig(**{**defaults, **train}),
+        optim=OptimConfig(lr=3e-3),
+        schedule=ScheduleConfig(kind="constant", warmup_steps=0),
+        spike=SpikeConfig(),
+        tokens=[root],
+    )
+
+
+def make_run(out: Path, rank: int = 0, world: int = 1) -> artifact.Run:
+    run = artifact.Run(out, "test", "model", "pretrain", {}, [], rank, world)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    return run
