@@ -21,6 +21,7 @@ has a torch backend (here) and a Triton backend (`llmforge.kernels.cross_entropy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -53,8 +54,8 @@ class _Opts(NamedTuple):
 class _ChunkMath(NamedTuple):
     """Per-chunk math on fp32 raw logits: (stats, grad_) functions of one backend."""
 
-    stats: object  # (logits, targets, softcap, temperature) -> (lse, target_logit)
-    grad_: object  # (logits, targets, lse, a, b, softcap, temperature) -> d raw logits
+    stats: Callable[..., tuple[Tensor, Tensor]]  # (logits, targets, softcap, temperature)
+    grad_: Callable[..., Tensor]  # (logits, targets, lse, a, b, softcap, temperature)
 
 
 _ROWS = 128  # torch path: temporaries cover at most this many rows of a chunk
