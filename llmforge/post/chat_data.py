@@ -209,3 +209,60 @@ def _clean_message(m: Mapping) -> dict:
     for call in m.get("tool_calls") or []:
         content += "<tool_call>\n" + json.dumps(call, ensure_ascii=False) + "\n</tool_call>"
     return {"role": m["role"], "content": content, "reasoning": m.get("reasoning") or ""}
+
+
+def tokenize_chat(row: Mapping, tokenizer, loss_on: str = "assistant") -> dict:
+    """`input_ids` and (for an assistant-only loss) `assistant_masks` of one chat row.
+
+    The template's {% generation %} spans mark the assistant tokens. On top of that, the
+    tokens the generation prompt itself supplies at inference are not trained: in no_think
+    mode that is the empty `<think>\\n\\n</think>\\n` block, which would otherwise teach the
+    model, on prompts that look identical in both modes, to skip its reasoning.
+    """
+    chat = to_trl_chat(row)
+    messages = chat["messages"]
+    kwargs = {k: v for k, v in chat["chat_template_kwargs"].items() if v is not None}
+    enc = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **kwargs
+    )
+    ids = list(enc["input_ids"])
+    if loss_on != "assistant":
+        return {"input_ids": ids}
+    mask = list(enc["assistant_masks"])
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    head = _ids(tokenizer, messages[:last], False, kwargs)
+    head_gen = _ids(tokenizer, messages[:last], True, kwargs)
+    if head_gen[: len(head)] == head:
+        _unmask_prompt_suffix(ids, mask, head_gen[len(head) :])
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def _unmask_prompt_suffix(ids: list[int], mask: list[int], suffix: list[int]) -> None:
+    """Zero the mask over the generation-prompt tokens that open the last assistant span.
+
+    The prompt is rendered separately because the template draws the think block only on
+    the last assistant turn, so a shorter conversation is not a token prefix of the full
+    one; the suffix is matched where the last masked span starts instead.
+    """
+    start = max((i for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1])), default=None)
+    if start is None or not suffix:
+        return
+    for pos in range(max(0, start - len(suffix)), start + 1):
+        if ids[pos : pos + len(suffix)] == suffix:
+            end = pos + len(suffix)
+            mask[start:end] = [0] * max(0, end - start)
+            return
+
+
+def _ids(tokenizer, messages: list[dict], generation_prompt: bool, kwargs: dict) -> list[int]:
+    if not messages:
+        return []
+    return list(
+        tokenizer.apply_chat_template(
+            messages,
+            tokenize=True,
+            return_dict=True,
+            add_generation_prompt=generation_prompt,
+            **kwargs,
+        )["input_ids"]
+    )

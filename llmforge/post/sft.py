@@ -69,10 +69,12 @@ def budget_rows(rows: list[dict], tokenizer, budget: int | None) -> tuple[list[d
     return out, cut
 
 
-def trl_dataset(rows: list[dict]):
+def trl_dataset(rows: list[dict], tokenizer, loss_on: str):
+    """A pre-tokenized dataset: TRL then only builds labels from `assistant_masks`, packs
+    and truncates (see chat_data.tokenize_chat for why we tokenize ourselves)."""
     from datasets import Dataset
 
-    return Dataset.from_list([chat_data.to_trl_chat(r) for r in rows])
+    return Dataset.from_list([chat_data.tokenize_chat(r, tokenizer, loss_on) for r in rows])
 
 
 def sft_args(train: TrainArgs, opts: SFTOptions, output_dir: Path):
@@ -85,7 +87,8 @@ def sft_args(train: TrainArgs, opts: SFTOptions, output_dir: Path):
         packing=opts.packing,
         packing_strategy=opts.packing_strategy,
         eval_packing=False,
-        assistant_only_loss=opts.loss_on == "assistant",
+        # The loss mask arrives as our own `assistant_masks` column (chat_data.tokenize_chat).
+        assistant_only_loss=False,
         # The stream is already shuffled per epoch; reading it in order keeps the phases.
         shuffle_dataset=False,
         train_sampling_strategy="sequential",
@@ -148,8 +151,8 @@ def build_trainer(
     trainer = cls(
         model=model,
         args=sft_args(train, opts, work),
-        train_dataset=trl_dataset(train_rows),
-        eval_dataset=trl_dataset(eval_rows) if eval_rows else None,
+        train_dataset=trl_dataset(train_rows, tokenizer, opts.loss_on),
+        eval_dataset=trl_dataset(eval_rows, tokenizer, opts.loss_on) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config(lora),
         callbacks=list(callbacks),

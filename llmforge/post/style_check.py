@@ -43,14 +43,7 @@ def row_nll(model, tokenizer, row: Mapping) -> float | None:
     """Mean NLL per assistant token of one chat row under `model` (None if it has none)."""
     import torch
 
-    chat = chat_data.to_trl_chat(row)
-    enc = tokenizer.apply_chat_template(
-        chat["messages"],
-        tokenize=True,
-        return_dict=True,
-        return_assistant_tokens_mask=True,
-        **{k: v for k, v in chat["chat_template_kwargs"].items() if v is not None},
-    )
+    enc = chat_data.tokenize_chat(row, tokenizer, "assistant")
     ids = torch.tensor([enc["input_ids"]])
     mask = torch.tensor(enc["assistant_masks"][1:], dtype=torch.bool)
     if not mask.any():

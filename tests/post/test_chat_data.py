@@ -129,3 +129,23 @@ def test_trl_rows_carry_mode_and_fold_tool_calls(tiny_tokenizer_dir):
     assert '<tool_call>\n{"name": "calc", "arguments": {"x": 1}}\n</tool_call>' in text
     unflagged = chat_data.to_trl_chat({**row, "mode": None})
     assert unflagged["chat_template_kwargs"] == {"enable_thinking": None}
+
+
+def test_tokenize_chat_trains_assistant_turns_but_not_the_no_think_prompt(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    row = chat_row(3, mode="no_think")
+    row["messages"] = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b1"},
+        *row["messages"],
+    ]
+    enc = chat_data.tokenize_chat(row, tok)
+    ids, mask = enc["input_ids"], enc["assistant_masks"]
+    trained = tok.decode([t for t, m in zip(ids, mask) if m])
+    assert trained == "b1<|im_end|>\\boxed{3}<|im_end|>"  # both turns, no empty think block
+    think = chat_data.tokenize_chat(chat_row(3, mode="think"), tok)
+    trained = tok.decode([t for t, m in zip(think["input_ids"], think["assistant_masks"]) if m])
+    assert trained == "<think>\nstep one. step two.\n</think>\n\\boxed{3}<|im_end|>"
+    assert "assistant_masks" not in chat_data.tokenize_chat(row, tok, loss_on="all")
