@@ -26,17 +26,12 @@ from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
 from llmforge.train.engine import TrainSpec, seed_everything, train_model
 
-DEFAULT_MODEL = ModelConfig(
-    vocab_size=8192, d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_hidden=688,
-    max_seq_len=1024, nope_every=4, rope_theta=50000.0,
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig = param(DEFAULT_MODEL, "model shape and features")
+    model: ModelConfig = param(ModelConfig(), "model shape and features")
     data: DataConfig = param(DataConfig(), "data stages, mixtures and packing")
-    train: TrainConfig = param(TrainConfig(steps=1000), "loop: sizes, precision, checkpoints")
+    train: TrainConfig = param(TrainConfig(), "loop: sizes, precision, checkpoints")
     optim: OptimConfig = param(OptimConfig(), "optimizer")
     schedule: ScheduleConfig = param(ScheduleConfig(), "learning-rate schedule")
     spike: SpikeConfig = param(SpikeConfig(), "loss-spike policy")

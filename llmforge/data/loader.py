@@ -90,6 +90,9 @@ class Source:
     def tokens(self, ref) -> np.ndarray:
         return self.stores[int(ref[0])].doc(int(ref[1]))
 
+    def domain_docs(self) -> dict[str, int]:
+        return {d: len(self.docs_in(d)) for d in self.domains}
+
     def domain_tokens(self) -> dict[str, int]:
         counts = dict.fromkeys(self.domains, 0)
         for s in self.stores:
@@ -176,18 +179,31 @@ def to_batch(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> Batc
     return Batch(tokens[:, :-1].contiguous(), targets, doc_ids, domains[:, :-1].contiguous())
 
 
+def document_probabilities(token_weights: np.ndarray, source: Source) -> np.ndarray:
+    """Per-draw domain probabilities that make each domain's *token* share match its weight.
+
+    Mixture weights are token shares (as in RegMix and SmolLM3), but the loader draws whole
+    documents, so a domain is drawn with probability proportional to weight / mean length.
+    """
+    tokens, docs = source.domain_tokens(), source.domain_docs()
+    mean_len = np.array([tokens[d] / max(docs[d], 1) for d in source.domains], dtype=np.float64)
+    p = np.where(token_weights > 0, token_weights / np.maximum(mean_len, 1.0), 0.0)
+    return p / p.sum()
+
+
 class PackedLoader:
     """Infinite micro-batches of packed rows, following a multi-stage mixture schedule.
 
     `stage_ends[i]` is the optimizer step at which stage i ends and `weights[i]` its mixture
-    (a vector over `source.domains`). The loader counts micro-batches itself, so it knows
+    (token shares, a vector over `source.domains`). The loader counts micro-batches itself, so it knows
     the step from `grad_accum`.
     """
 
     def __init__(self, source: Source, weights: list[np.ndarray], stage_ends: list[int],
                  batch_size: int, seq_len: int, grad_accum: int = 1, buffer_docs: int = 64,
                  seed: int = 0, rank: int = 0, world_size: int = 1):  # fmt: skip
-        self.source, self.weights, self.stage_ends = source, weights, stage_ends
+        self.source, self.stage_ends = source, stage_ends
+        self.weights = [document_probabilities(w, source) for w in weights]
         self.batch_size, self.grad_accum, self.rank = batch_size, grad_accum, rank
         self.rng = np.random.default_rng([seed, rank])
         used = np.flatnonzero(np.max(weights, axis=0) > 0)

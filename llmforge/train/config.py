@@ -81,7 +81,7 @@ class SpikeConfig:
 class TrainConfig:
     """Loop settings: sizes, precision, logging, validation and checkpoints."""
 
-    steps: int = param(0, "optimizer steps; 0 = as many as the data stages' token budgets need")
+    steps: int = param(1000, "optimizer steps; 0 = as many as the data stages' token budgets need")
     batch_size: int = param(8, "rows per micro-batch per rank")
     seq_len: int = param(256, "tokens per row")
     grad_accum: int = param(1, "micro-batches per optimizer step")
