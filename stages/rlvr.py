@@ -157,7 +157,10 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
     loop = GRPOLoop(model, tokenizer, rows, cfg, out.work, out.log_metrics, generator)
     t0 = time.time()
-    history = train(loop, cfg, out)
+    train(loop, cfg, out)
+    # Summarise the whole run from metrics.jsonl, so a resumed run reports every step.
+    lines = (out.dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    history = [m for m in map(json.loads, lines) if "step" in m]
     publish(model, tokenizer, model_ref.path, out.dir)
     return {"prompts": len(rows), **filter_metrics, **summarize(history, time.time() - t0)}
 

@@ -285,7 +285,13 @@ class GRPOLoop:
         state = rl_checkpoint.load_latest(self.work, self.model, self.optimizer, self.scheduler)
         if state is not None:
             self.step, self.stream.position = state["step"], state["position"]
+            self.sync_generator()
         return self.step
+
+    def sync_generator(self) -> None:
+        """Push the policy's weights into a separate engine (vLLM); a no-op for transformers."""
+        if hasattr(self.generator, "sync_weights"):
+            self.generator.sync_weights(self.model.state_dict(), self.cfg.rollout.sync_timeout_s)
 
     def checkpoint(self) -> None:
         rl_checkpoint.save(
@@ -298,10 +304,7 @@ class GRPOLoop:
         history = []
         while self.step < last:
             metrics = self.train_step()
-            if hasattr(self.generator, "sync_weights"):
-                self.generator.sync_weights(
-                    self.model.state_dict(), self.cfg.rollout.sync_timeout_s
-                )
+            self.sync_generator()
             self.log_metrics(metrics)
             history.append(metrics)
             on_step(metrics)

@@ -125,3 +125,27 @@ def test_difficulty_filter_that_keeps_nothing_fails_clearly(tiny_model, prompts,
         execute(STAGE, [str(tiny_model), f"prompts={prompts}"], sets=sets, out=tmp_path / "f")
     cached = json.loads((tmp_path / "f.partial" / "_work" / "filter.json").read_text())
     assert cached["histogram_before"]["0"] == 6 and cached["ids"] == []
+
+
+def test_stage_resumes_after_a_crash(tiny_model, prompts, tmp_path, monkeypatch):
+    from llmforge.post.rl_loop import GRPOLoop
+    from llmforge.stage import execute
+    from stages.rlvr import STAGE
+
+    real_step = GRPOLoop.train_step
+
+    def crash_at_step_3(self):
+        if self.step == 2:
+            raise RuntimeError("simulated crash")
+        return real_step(self)
+
+    args = ([str(tiny_model), f"prompts={prompts}"],)
+    monkeypatch.setattr(GRPOLoop, "train_step", crash_at_step_3)
+    with pytest.raises(RunFailed, match="simulated crash"):
+        execute(STAGE, *args, sets=SETS, out=tmp_path / "r")
+    assert (tmp_path / "r.partial" / "_work" / "ckpt-0000002").is_dir()
+    monkeypatch.setattr(GRPOLoop, "train_step", real_step)
+    out = execute(STAGE, *args, sets=SETS, out=tmp_path / "r")
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert json.loads((out / "manifest.json").read_text())["metrics"]["steps_run"] == 3
