@@ -27,10 +27,10 @@ demo: install
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/tiny/pipeline.sh $(DEMO)
 
 test: install
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q
+	$(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q
 
 test-fast: install
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q -m "not slow and not slurm"
+	$(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q -m "not slow and not slurm"
 
 bench: install
 	$(BIN)/python bench/tokenize_bench.py
