@@ -1,0 +1,200 @@
+"""Proxy training: one small model per mixture, trained with the pretrain engine.
+
+Each proxy is a task file `proxies/<name>.task.json` in the run's work directory and
+leaves a result file `proxies/<name>.json` (written atomically, last). A proxy with a
+result is never trained again, so a re-run after a crash or preemption trains only the
+missing ones. Tasks run as local worker processes (`run_local`) or as a Slurm job array
+(`run_slurm`); both execute `run_task`, the array through `python -m llmforge.regmix.worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from llmforge import config as configlib
+from llmforge import log
+from llmforge.regmix.config import ProxyConfig
+
+
+def result_path(task: Path) -> Path:
+    return task.with_name(task.name.removesuffix(".task.json") + ".json")
+
+
+def write_task(folder: Path, name: str, weights: dict[str, float], tokens: list[Path],
+               proxy: ProxyConfig, vocab_size: int, extra: dict | None = None) -> Path:  # fmt: skip
+    """Describe one proxy run in a JSON file a worker process (or array task) can execute.
+
+    `weights` are the loader's draw weights; `extra` is recorded as is (e.g. token shares).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    model = replace(proxy.model, vocab_size=vocab_size)
+    task = {
+        "name": name,
+        "weights": weights,
+        "tokens": [str(p) for p in tokens],
+        "proxy": configlib.to_dict(replace(proxy, model=model)),
+        **(extra or {}),
+    }
+    path = folder / f"{name}.task.json"
+    _write_json(path, task)
+    return path
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def pending(tasks: list[Path]) -> list[Path]:
+    return [t for t in tasks if not result_path(t).is_file()]
+
+
+def read_result(task: Path) -> dict:
+    return json.loads(result_path(task).read_text(encoding="utf-8"))
+
+
+def train_spec(task: dict, proxy: ProxyConfig):
+    """The pretrain engine's TrainSpec for one proxy: one data stage with the task's mixture."""
+    from llmforge.data.loader import DataConfig
+    from llmforge.data.mixture import MixtureStage
+    from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+    from llmforge.train.engine import TrainSpec
+
+    weights = {d: w for d, w in task["weights"].items() if w > 0}
+    total = sum(weights.values())
+    data = DataConfig(
+        stages=[MixtureStage(weights={d: w / total for d, w in weights.items()})],
+        val_batches=proxy.val_batches,
+    )
+    train = TrainConfig(
+        steps=proxy.steps, batch_size=proxy.batch_size, seq_len=proxy.seq_len,
+        precision=proxy.precision, seed=proxy.seed, log_every=proxy.steps,
+        checkpoint_every=proxy.checkpoint_every, peak_probe_s=0.0,
+    )  # fmt: skip
+    schedule = ScheduleConfig(warmup_steps=min(proxy.warmup_steps, proxy.steps - 1))
+    return TrainSpec(data=data, train=train, optim=OptimConfig(lr=proxy.lr),
+                     schedule=schedule, spike=SpikeConfig(policy="off"),
+                     tokens=[Path(p) for p in task["tokens"]])  # fmt: skip
+
+
+def run_task(task_path: str | Path) -> dict:
+    """Train the proxy a task file describes and write its result file; returns the result."""
+    from llmforge.artifact import Run
+    from llmforge.model.gpt import GPT
+    from llmforge.train.engine import seed_everything, train_model
+
+    task_path = Path(task_path)
+    task = json.loads(task_path.read_text(encoding="utf-8"))
+    proxy = configlib.from_dict(ProxyConfig, task["proxy"])
+    scratch = Run(task_path.parent / "runs" / task["name"], task["name"], "model",
+                  "regmix-proxy", {}, [])  # fmt: skip
+    started = time.perf_counter()
+    seed_everything(proxy.seed)
+    model = GPT(proxy.model)
+    _, metrics = train_model(model, train_spec(task, proxy), scratch)
+    result = {
+        "name": task["name"],
+        "weights": task["weights"],
+        "token_shares": task.get("token_shares"),
+        "val_loss_per_domain": metrics["val_loss_per_domain"],
+        "val_loss": metrics.get("final_val_loss"),
+        "train_loss": metrics.get("final_train_loss"),
+        "domain_shares": metrics["domain_shares"],
+        "tokens": metrics["tokens"],
+        "params": metrics["params"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    _write_json(result_path(task_path), result)
+    shutil.rmtree(scratch.dir, ignore_errors=True)
+    return result
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    log.set_quiet(True)
+
+
+def run_local(tasks: list[Path], workers: int, threads: int) -> None:
+    """Train the pending tasks in `workers` processes; each finished proxy is logged."""
+    todo = pending(tasks)
+    if not todo:
+        return
+    log.info(f"training {len(todo)} proxies in {workers} local process(es)")
+    ctx = get_context("spawn")  # fork after torch's thread pools start can deadlock
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:  # fmt: skip
+        futures = {pool.submit(run_task, str(t)): t for t in todo}
+        for done, future in enumerate(as_completed(futures), 1):
+            result = future.result()
+            log.info(
+                f"proxy {result['name']} ({done}/{len(todo)}): val loss "
+                f"{result['val_loss']:.4f} in {result['seconds']:.1f}s"
+            )
+
+
+def array_commands(tasks: list[Path], threads: int) -> str:
+    """One shell line per task: the worker on that task file (PYTHONPATH kept for checkouts)."""
+    import shlex
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = f"OMP_NUM_THREADS={threads} PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    python = shlex.quote(sys.executable)
+    return "".join(
+        f"{env} {python} -m llmforge.regmix.worker {shlex.quote(str(t))}\n" for t in tasks
+    )
+
+
+def run_slurm(tasks: list[Path], cfg, threads: int, folder: Path) -> None:
+    """Submit the pending tasks as one job array, wait for it, and fail naming missing proxies.
+
+    `cfg` is a `ProxySlurmConfig`. A job id left by an earlier attempt that is still queued
+    is waited on instead of submitting again.
+    """
+    from llmforge import slurm
+    from llmforge.errors import RunFailed
+
+    todo = pending(tasks)
+    if not todo:
+        return
+    jobfile = folder / "slurm-jobid"
+    job = jobfile.read_text().strip() if jobfile.is_file() else ""
+    if not (job and job_queued(job)):
+        commands = folder / "slurm-commands.txt"
+        commands.write_text(array_commands(todo, threads), encoding="utf-8")
+        script = folder / "proxies.sbatch"
+        script.write_text(slurm.render_array(
+            cfg.job, "llmforge-regmix-proxies", commands, len(todo), folder, Path.cwd(),
+            cfg.max_parallel,
+        ), encoding="utf-8")  # fmt: skip
+        job = slurm.submit(script)
+        jobfile.write_text(job + "\n")
+        log.info(f"submitted {len(todo)} proxies as Slurm array job {job}")
+    while pending(tasks) and job_queued(job):
+        time.sleep(cfg.poll_s)
+    missing = pending(tasks)
+    if missing:
+        names = ", ".join(t.name.removesuffix(".task.json") for t in missing)
+        raise RunFailed(
+            f"Slurm job {job} ended without results for proxies {names} (logs: {folder}); "
+            "re-run the same command to retrain only those"
+        )
+
+
+def job_queued(job: str) -> bool:
+    """True while any task of the job is pending or running."""
+    import subprocess
+
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    return out.returncode == 0 and bool(out.stdout.strip())
