@@ -149,3 +149,25 @@ def test_stage_resumes_after_a_crash(tiny_model, prompts, tmp_path, monkeypatch)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert json.loads((out / "manifest.json").read_text())["metrics"]["steps_run"] == 3
+
+
+def test_difficulty_filter_keeps_the_interval(tiny_model, prompts, tmp_path, monkeypatch):
+    from llmforge.post import rl_loop
+    from llmforge.stage import execute
+    from stages.rlvr import STAGE
+
+    synthetic = [0.0, 0.25, 0.5, 0.8, 0.9, 1.0]  # pass rates of p0..p5
+    monkeypatch.setattr(rl_loop, "pass_rates", lambda gen, rows, cfg, seed=0: synthetic)
+    sets = [s.replace("steps=3", "steps=1") for s in SETS] + ["filter.enabled=true"]
+    out = execute(STAGE, [str(tiny_model), f"prompts={prompts}"], sets=sets, out=tmp_path / "k")
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["filter_kept"] == 3 and metrics["prompts"] == 3
+    assert metrics["pass_rate_hist_before"]["0"] == 1
+    assert metrics["pass_rate_hist_after"] == {
+        "0": 0,
+        "(0.0,0.2]": 0,
+        "(0.2,0.4]": 1,
+        "(0.4,0.6]": 1,
+        "(0.6,0.8]": 1,
+        "(0.8,1.0]": 0,
+    }
