@@ -188,7 +188,8 @@ class MoE(nn.Module):
 
     Scores are sigmoid(router(x)). `expert_bias` is added to the scores only to choose
     the top-k experts; the mixing weights are the chosen unbiased scores, normalised to
-    sum to 1. `expert_load` counts tokens per expert until `GPT.update_moe_bias` reads it.
+    sum to 1. `expert_load` counts tokens per expert of training-mode forward passes until
+    `GPT.update_moe_bias` reads it.
     Experts run one after another: readable, and fine at the sizes this runs on CPU.
     """
 
@@ -222,7 +223,7 @@ class MoE(nn.Module):
         if self.shared_expert is not None:
             out = out + self.shared_expert(flat)
         load = torch.bincount(chosen.flatten(), minlength=len(self.experts)).float()
-        with torch.no_grad():
+        if self.training:  # eval batches must not steer the balancing
             self.expert_load += load
         return out.view_as(x), load
 

@@ -243,7 +243,9 @@ def test_moe_bias_moves_against_load_and_changes_selection_only():
     x = tokens(4, 16)
     with torch.no_grad():
         moe.router.weight[0] += 1.0  # make expert 0 popular
-        model(x)
+        model(x)  # eval mode: not counted
+        assert moe.expert_load.sum() == 0
+        model.train()(x)
         load = moe.expert_load.clone()
         stats = model.update_moe_bias(0.01)
     mean = load.mean()
