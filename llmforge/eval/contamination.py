@@ -3,7 +3,8 @@
 The training data is found through lineage (`llmforge.artifact.lineage`): from the model
 back through every stage to `corpus` artifacts (their `documents/`) and raw inputs
 (jsonl, jsonl.gz, parquet or text folders). Below a corpus we stop: its documents are what
-was trained on, not what an earlier filter removed.
+was trained on, not what an earlier filter removed. Tokenizer inputs are skipped: the text a
+tokenizer was trained on never trained the model.
 
 Text is normalised the way GPT-3's decontamination did (lowercase, words of letters and
 digits only) and cut into word n-grams (13 by default). An eval item is contaminated when
@@ -70,6 +71,8 @@ def training_sources(model_path: str | Path) -> list[Source]:
 
     def walk(node: dict, via: str) -> None:
         kind = node.get("kind")
+        if kind == "tokenizer" or node.get("role") == "tokenizer":
+            return  # a tokenizer's training text never trained the model's weights
         if kind in ("corpus", "raw"):
             path = Path(node["path"])
             path = path / "documents" if kind == "corpus" else path

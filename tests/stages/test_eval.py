@@ -80,6 +80,8 @@ def test_decontamination_through_lineage(tmp_path, lineage_model):
     flagged = entry["contamination"]["contaminated"]["eval"]
     assert list(flagged) == ["planted"] and flagged["planted"]["doc"] == "m7"
     assert flagged["planted"]["source"].endswith("math.jsonl")
+    # 30 math + 30 literature documents; the tokenizer input's own corpus is not scanned
+    assert entry["contamination"]["documents_scanned"] == 60
     scores = entry["tasks"]["eval"]
     assert scores["contaminated_items"] == ["planted"] and scores["clean"]["problems"] == 1
     assert set(entry["loss"]["per_domain"]) == {"math", "literature"}
