@@ -31,7 +31,7 @@ class PairArgs:
     """How pairs are built from `prompts=` inputs."""
 
     k: int = param(4, "samples per prompt for verifier-ranked pairs")
-    temperature: float = param(1.0, "sampling temperature for verifier-ranked pairs")
+    temperature: float = param(1.0, "sampling temperature for built pairs (0: greedy)")
     max_new_tokens: int = param(128, "generation budget per completion")
     reward: dict[str, float] = param({"correct": 1.0}, "verifier reward parts and weights")
 
@@ -85,6 +85,7 @@ def build_pairs(cfg: Config, inputs: Inputs, out: Run) -> tuple[list[dict], str]
             _generator(weak.path),
             prompts,
             max_new_tokens=cfg.pairs.max_new_tokens,
+            temperature=cfg.pairs.temperature,
             seed=cfg.train.seed,
         )
         source = "delta"

@@ -1,0 +1,127 @@
+"""The dpo stage end to end on the tiny model: a learnable preference raises held-out
+margin, delta-learning pairs are built from two models, verifier pairs need a spread of
+scores, and unpaired rows need KTO."""
+
+import json
+import random
+
+import pytest
+
+from llmforge.errors import BadInput
+from llmforge.stage import execute
+from stages.dpo import STAGE
+from tests.conftest import write_jsonl
+
+SMALL = [
+    "train.batch_size=8",
+    "train.max_length=128",
+    "train.warmup_ratio=0",
+    "train.logging_steps=1",
+    "train.save_steps=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def prefs(tmp_path_factory):
+    from llmforge.data.synth import prefs as synth_prefs
+    from llmforge.data.synth import splits
+
+    rng = random.Random(0)
+    rows = synth_prefs.preference_rows(splits.sample(rng, "train", 120, 1), rng)
+    return write_jsonl(tmp_path_factory.mktemp("prefs") / "prefs.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    rows = [
+        {
+            "id": f"t{i}",
+            "prompt": f"What is {i} + {i}?",
+            "reference": str(2 * i),
+            "verifier": "math",
+            "chat": True,
+        }
+        for i in range(6)
+    ]
+    return write_jsonl(tmp_path_factory.mktemp("tasks") / "tasks.jsonl", rows)
+
+
+def metrics(path):
+    return json.loads((path / "manifest.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
+def test_dpo_raises_heldout_margin_on_a_learnable_preference(tmp_path, tiny_model, prefs):
+    sets = SMALL + [
+        "train.lr=0.001",
+        "train.max_steps=20",
+        "dpo.heldout_fraction=0.2",
+        "dpo.loss=apo_zero",
+    ]
+    out = execute(STAGE, [f"model={tiny_model}", str(prefs)], sets=sets, out=tmp_path / "dpo")
+    m = metrics(out)
+    before, after = m["heldout_before"], m["heldout_after"]
+    assert before["pairs"] == after["pairs"] == 24
+    assert after["margin"] > before["margin"] + 0.3
+    assert after["accuracy"] >= before["accuracy"]
+    assert m["pair_source"] == "files" and m["steps"] == 20
+    assert "rewards/margins" in m["train_last"]
+
+
+def test_delta_pairs_from_strong_and_weak_models_train_a_lora(
+    tmp_path, tiny_model, tiny_tokenizer_dir, tasks
+):
+    from transformers import AutoModelForCausalLM
+
+    from tests.fixtures_model import publish_random_llama
+
+    weak = publish_random_llama(tmp_path / "weak", tiny_tokenizer_dir, seed=1)
+    sets = SMALL + [
+        "train.max_steps=2",
+        "pairs.max_new_tokens=12",
+        "lora.mode=lora",
+        "lora.r=4",
+        "dpo.heldout_fraction=0",
+    ]
+    items = [f"model={tiny_model}", f"prompts={tasks}", f"strong={tiny_model}", f"weak={weak}"]
+    out = execute(STAGE, items, sets=sets, out=tmp_path / "delta")
+    m = metrics(out)
+    assert m["pair_source"] == "delta" and m["pairs"] >= 2 and m["adapter"] == "merged"
+    pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    assert AutoModelForCausalLM.from_pretrained(str(out)) is not None
+
+
+def test_verifier_pairs_with_no_score_spread_are_bad_input(tmp_path, tiny_model, tasks):
+    # A random model never boxes the right answer: every sample scores 0, so no pair.
+    sets = SMALL + ["pairs.k=2", "pairs.max_new_tokens=8"]
+    with pytest.raises(BadInput, match="only 0 preference pairs"):
+        execute(STAGE, [f"model={tiny_model}", f"prompts={tasks}"], sets=sets, out=tmp_path / "v")
+    assert not (tmp_path / "v.partial").exists()
+
+
+def test_unpaired_rows_need_kto_and_train_with_it(tmp_path, tiny_model):
+    rows = [
+        {"prompt": f"{i} + 1?", "completion": f"\\boxed{{{i + 1 + i % 2}}}", "label": i % 2 == 0}
+        for i in range(8)
+    ]
+    data = write_jsonl(tmp_path / "kto.jsonl", rows)
+    with pytest.raises(BadInput, match="need dpo.loss=kto"):
+        execute(STAGE, [f"model={tiny_model}", str(data)], sets=SMALL, out=tmp_path / "bad")
+    out = execute(
+        STAGE,
+        [f"model={tiny_model}", str(data)],
+        sets=SMALL + ["dpo.loss=kto", "train.max_steps=1"],
+        out=tmp_path / "kto",
+    )
+    assert metrics(out)["steps"] == 1
+
+
+def test_delta_learning_needs_both_models(tmp_path, tiny_model, tasks):
+    with pytest.raises(BadInput, match="both strong=PATH and weak=PATH"):
+        execute(
+            STAGE,
+            [f"model={tiny_model}", f"prompts={tasks}", f"strong={tiny_model}"],
+            sets=SMALL,
+            out=tmp_path / "x",
+        )
