@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from llmforge.config import check, param
 from llmforge.model.attention import CausalMask, attention, document_positions
@@ -188,8 +189,8 @@ class MoE(nn.Module):
 
     Scores are sigmoid(router(x)). `expert_bias` is added to the scores only to choose
     the top-k experts; the mixing weights are the chosen unbiased scores, normalised to
-    sum to 1. `expert_load` counts tokens per expert of training-mode forward passes until
-    `GPT.update_moe_bias` reads it.
+    sum to 1. `expert_load` accumulates tokens per expert (GPT.forward adds each training
+    batch's) until `GPT.update_moe_bias` reads it.
     Experts run one after another: readable, and fine at the sizes this runs on CPU.
     """
 
@@ -223,8 +224,6 @@ class MoE(nn.Module):
         if self.shared_expert is not None:
             out = out + self.shared_expert(flat)
         load = torch.bincount(chosen.flatten(), minlength=len(self.experts)).float()
-        if self.training:  # eval batches must not steer the balancing
-            self.expert_load += load
         return out.view_as(x), load
 
 
@@ -295,6 +294,9 @@ class GPT(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", torch.empty(cfg.head_dim // 2), persistent=False)
+        # Recompute each block in backward instead of storing its activations. The name is
+        # the attribute transformers' gradient_checkpointing_enable() switches on.
+        self.gradient_checkpointing = False
         self.init_weights()
 
     @torch.no_grad()
@@ -346,10 +348,17 @@ class GPT(nn.Module):
             x = x * self.cfg.embed_multiplier
         loads = []
         for block in self.layers:
-            x, load = block(x, rope, mask)
+            if self.gradient_checkpointing and self.training:
+                x, load = checkpoint(block, x, rope, mask, use_reentrant=False)
+            else:
+                x, load = block(x, rope, mask)
             if load is not None:
                 loads.append(load)
         aux = {"moe_load": torch.stack(loads)} if loads else {}
+        if loads and self.training:  # counted here, not in MoE, so recomputation counts once
+            with torch.no_grad():
+                for moe, load in zip(self.moe_layers(), loads):
+                    moe.expert_load += load
         x = self.norm(x)
         if targets is None:
             return ModelOutput(self.logits(x), None, None, None, aux)

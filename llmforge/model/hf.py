@@ -75,6 +75,7 @@ class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = LLMForgeConfig
     base_model_prefix = "model"
     _no_split_modules = ["Block"]
+    supports_gradient_checkpointing = True  # sets GPT.gradient_checkpointing
 
     def __init__(self, config: LLMForgeConfig):
         super().__init__(config)

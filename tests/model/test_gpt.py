@@ -320,3 +320,19 @@ def test_meta_device_build_then_init_weights():
     torch.testing.assert_close(model.inv_freq, rope_frequencies(cfg)[0])
     assert model.lm_head.weight is model.embed_tokens.weight
     assert torch.isfinite(model(tokens()).logits).all()
+
+
+def test_gradient_checkpointing_same_grads_and_moe_counted_once():
+    x, y = tokens(), tokens(seed=5)
+    results = []
+    for ckpt in (False, True):
+        model = moe_model(shared_expert=True).train()
+        model.gradient_checkpointing = ckpt
+        model(x, targets=y).loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results.append((grads, model.moe_layers()[0].expert_load.clone()))
+    (plain, plain_load), (ckpt, ckpt_load) = results
+    torch.testing.assert_close(ckpt_load, plain_load)
+    assert plain_load.sum() == 2 * 12 * 2
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name])

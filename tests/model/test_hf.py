@@ -131,6 +131,17 @@ def test_custom_family_survives_save_pretrained(tmp_path):
         torch.testing.assert_close(load_gpt(tmp_path / "saved")(x).logits, expected, rtol=0, atol=0)
 
 
+def test_custom_family_trains_with_gradient_checkpointing(tmp_path):
+    export_hf(random_model(**FAMILIES["llmforge"]), tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).train()
+    hf.activation_checkpointing_enable()
+    assert hf.model.gradient_checkpointing
+    x = ids()
+    loss = hf(x, labels=x).loss
+    loss.backward()
+    assert torch.isfinite(loss) and hf.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
 def test_custom_family_generates_like_a_greedy_loop(tmp_path):
     ours = random_model(**FAMILIES["llmforge"])
     export_hf(ours, tmp_path)
