@@ -136,9 +136,10 @@ def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
         return raw
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(
-        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-    )
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)  # filled on rank 0 only
+    if dist.get_rank() != 0:
+        return raw
     plain = type(raw)(raw.cfg)
     plain.load_state_dict(state)
     return plain
