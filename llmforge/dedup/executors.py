@@ -9,6 +9,7 @@ must only be used from a process whose entry point sits behind `if __name__ ==
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,10 +45,10 @@ def run_local(steps: list[Step], ex: ExecutorConfig, logs: Path) -> dict[str, fl
 
 
 def run_slurm(
-    steps: list[Step], ex: ExecutorConfig, logs: Path, poll_s: float = 10
+    steps: list[Step], ex: ExecutorConfig, logs: Path, poll_s: float = 5
 ) -> dict[str, float]:
     """Submit the steps as dependent Slurm array jobs and wait for the last to finish."""
-    previous = None
+    executors, previous = [], None
     start = time.perf_counter()
     for step in steps:
         previous = SlurmPipelineExecutor(
@@ -61,11 +62,25 @@ def run_slurm(
             logging_dir=str(logs / step.name),
             depends=previous,
         )
+        executors.append(previous)
     previous.run()  # launches the whole chain through the dependencies
+    job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]
     last = steps[-1]
     while _done(logs, last) < last.tasks:
+        if job_ids and not _queued(job_ids):
+            time.sleep(poll_s)  # the last marker may land just after the job leaves the queue
+            if _done(logs, last) < last.tasks:
+                raise RunFailed(f"slurm jobs {','.join(job_ids)} ended unfinished; see {logs}")
         time.sleep(poll_s)
     return {"slurm_total": round(time.perf_counter() - start, 3)}
+
+
+def _queued(job_ids: list[str]) -> bool:
+    """Whether any of the jobs is still pending or running."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True
+    )
+    return bool(out.stdout.strip())
 
 
 def run_steps(steps: list[Step], ex: ExecutorConfig, logs: Path) -> dict[str, float]:

@@ -63,20 +63,25 @@ def run_datatrove(cfg: DedupConfig, layout: Layout, has_evals: bool) -> dict[str
     return timings
 
 
-def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict[tuple[str, int], str], float, int]:
+def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict, tuple[float, int, int]]:
     """Embed the surviving documents of eligible domains and find semantic duplicates.
 
-    Returns {(file relative to work, line index): id of the kept document it duplicates}, seconds, docs in.
+    Returns {(file relative to work, line index): id of the kept document it duplicates}
+    and (seconds, documents in, jsonl bytes in).
     The result is cached in the work directory so a resumed run does not embed again.
     """
     sc = cfg.semantic
     done = layout.semantic / "drops.json"
     if done.is_file():
         cached = json.loads(done.read_text())
-        return {(f, i): m for f, i, m in cached["drops"]}, cached["seconds"], cached["docs_in"]
+        return {(f, i): m for f, i, m in cached["drops"]}, (
+            cached["seconds"],
+            cached["docs_in"],
+            cached["bytes"],
+        )
     start = time.perf_counter()
     skip = set(sc.skip_domains)
-    rows = []  # (file, line index, id) of every eligible document, in order
+    size, rows = 0, []  # (file, line index, id) of every eligible document, in order
     for folder in layout.kept_folders():
         for f in sorted(folder.glob("*.jsonl")):
             with open(f, "rb") as fh:
@@ -84,6 +89,7 @@ def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict[tuple[str, int]
                     row = orjson.loads(raw)
                     if row["domain"] not in skip:
                         rows.append((str(f.relative_to(layout.work)), i, row["id"]))
+                        size += len(raw)
     drops = {}
     if len(rows) > 1:
         layout.semantic.mkdir(parents=True, exist_ok=True)
@@ -103,9 +109,10 @@ def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict[tuple[str, int]
         "drops": [[f, i, m] for (f, i), m in drops.items()],
         "seconds": seconds,
         "docs_in": len(rows),
+        "bytes": size,
     }
     done.write_text(json.dumps(payload))
-    return drops, seconds, len(rows)
+    return drops, (seconds, len(rows), size)
 
 
 def _texts(work: Path, rows):
@@ -120,7 +127,9 @@ def _texts(work: Path, rows):
                     yield orjson.loads(raw)["text"]
 
 
-def method_table(layout: Layout, timings: dict[str, float], sem: tuple[float, int] | None) -> dict:
+def method_table(
+    layout: Layout, timings: dict[str, float], sem: tuple[float, int, int] | None
+) -> dict:
     """Seconds, documents in and throughput per method (jsonl bytes for MB/s)."""
     sources = {"filter": layout.input, "exact": layout.filtered, "minhash": layout.to_minhash}
     methods = {}
@@ -130,8 +139,10 @@ def method_table(layout: Layout, timings: dict[str, float], sem: tuple[float, in
             continue
         docs, size = folder_size(sources[name])
         methods[name] = _rates(secs, docs, size)
+    if "slurm_total" in timings:  # one chain of jobs: only its total time is known
+        methods["slurm"] = _rates(timings["slurm_total"], *folder_size(layout.input))
     if sem is not None:
-        methods["semantic"] = _rates(sem[0], sem[1], 0)
+        methods["semantic"] = _rates(*sem)
     return methods
 
 
@@ -179,8 +190,7 @@ def main(plan_path: str) -> int:
     timings = run_datatrove(cfg, layout, plan["has_evals"])
     drops, sem = {}, None
     if cfg.semantic.enabled:
-        drops, sem_secs, sem_docs = run_semantic(cfg, layout)
-        sem = (sem_secs, sem_docs)
+        drops, sem = run_semantic(cfg, layout)
     methods = method_table(layout, timings, sem)
     seconds = time.perf_counter() - start + plan.get("ingest_seconds", 0.0)
     assemble(cfg, layout, out_dir, drops, methods, seconds)
