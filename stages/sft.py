@@ -81,6 +81,9 @@ def load_sources(inputs: Inputs) -> dict[str, list[dict]]:
 
 
 def _style(cfg: Config, model, tokenizer, sources) -> tuple[list[dict], dict]:
+    unknown = sorted(set(cfg.mix) - set(sources))
+    if unknown:
+        raise BadInput(f"mix weights name unknown sources {unknown}; sources: {sorted(sources)}")
     if not cfg.style.enabled:
         return [], {name: cfg.mix.get(name, (1.0,)) for name in sources}
     scores = style_check.score_sources(
