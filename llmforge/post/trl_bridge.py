@@ -8,7 +8,6 @@ checkpoint to resume from, and forwards TRL's logs to `metrics.jsonl` and a prog
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,8 +226,3 @@ def _num(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return value
-
-
-def history(trainer) -> list[dict]:
-    """The trainer's log history as plain JSON-able records."""
-    return json.loads(json.dumps(trainer.state.log_history, default=float))
