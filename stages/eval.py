@@ -21,7 +21,7 @@ from llmforge import log
 from llmforge.config import check, param
 from llmforge.data import sources
 from llmforge.errors import BadInput
-from llmforge.eval import generative, longctx, report, suite
+from llmforge.eval import generative, longctx, pipeline, report, suite
 from llmforge.eval import loss as losslib
 from llmforge.eval import tasks as tasklib
 from llmforge.eval.harness import HarnessConfig
@@ -225,8 +225,23 @@ def run(cfg: Config, inputs: Inputs, out) -> dict:
     (out.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     metrics = _metrics(results)
     if cfg.report:
-        rows = _report_rows(inputs, out.dir / "results.json")
-        built = report.build(rows, out.dir / "report")
+        rows = report.merge(_report_rows(inputs, out.dir / "results.json"))
+        found = pipeline.verdicts(rows)
+        sections = (
+            [
+                (
+                    "pipeline: did each stage move its number?",
+                    pipeline.HEADER,
+                    [v.cells() for v in found],
+                )
+            ]
+            if found
+            else []
+        )
+        built = report.build(rows, out.dir / "report", sections=sections)
+        if found:
+            _print_table(pipeline.HEADER, [v.cells() for v in found], "pipeline")
+            metrics["pipeline"] = {f"{v.stage}: {v.measure}": v.cells()[2:5] for v in found}
         _print_table(built["header"], built["cells"])
         metrics["report_plots"] = built["plots"]
     return metrics
@@ -264,10 +279,10 @@ def _metrics(results: dict) -> dict:
     return out
 
 
-def _print_table(header: list[str], cells: list[list[str]]) -> None:
+def _print_table(header: list[str], cells: list[list[str]], title: str = "eval") -> None:
     from rich.table import Table
 
-    table = Table(*header, title="eval")
+    table = Table(*header, title=title)
     for row in cells:
         table.add_row(*row)
     log.console.print(table) if not log.is_quiet() else None

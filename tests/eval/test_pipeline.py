@@ -1,0 +1,38 @@
+"""The pipeline verdict table: each stage's number before and after, stated honestly."""
+
+from llmforge.eval import pipeline
+from llmforge.eval.report import Row
+
+
+def row(stage, math_loss=None, math_acc=None, fmt=None, passkey=None):
+    tasks = {}
+    if math_acc is not None:
+        tasks["math"] = {"all": {"avg@4": math_acc, "pass@4": min(1.0, math_acc * 2)}}
+    if fmt is not None:
+        tasks["format"] = {"all": {"avg@4": fmt}}
+    loss = {"per_domain": {"math": {"loss": math_loss}}} if math_loss is not None else {}
+    ctx = {"passkey": {"256": {"accuracy": 0.0, "logprob": passkey}}} if passkey else {}
+    return Row(label=stage, stage=stage, path="", loss=loss, tasks=tasks, long_context=ctx,
+               val_curve=[(0, 6.0), (100, 4.0)] if stage == "pretrain" else [])
+
+
+def test_verdicts_say_what_improved_and_what_did_not():
+    rows = [
+        row("pretrain", math_loss=2.0),
+        row("midtrain", math_loss=1.5, passkey=-9.0),
+        row("context-extend", passkey=-7.0, math_acc=0.0, fmt=0.1),
+        row("sft", math_acc=0.30, fmt=0.9),
+        row("rlvr", math_acc=0.25),
+    ]
+    found = {(v.stage, v.measure.split(" (")[0]): v for v in pipeline.verdicts(rows)}
+    assert found[("pretrain", "validation loss")].improved is True
+    assert found[("midtrain", "math-domain val loss")].improved is True
+    assert found[("context-extend", "passkey log-likelihood at 256 tokens")].improved is True
+    assert found[("sft", "think/no_think format compliance")].improved is True
+    rl = found[("rlvr", "math accuracy, avg@n sampled")]
+    assert rl.improved is False and rl.cells()[4] == "NO"
+    assert rl.before == "0.3" and rl.after == "0.25"
+
+
+def test_missing_stages_give_no_rows():
+    assert pipeline.verdicts([row("sft", math_acc=0.1)]) == []
