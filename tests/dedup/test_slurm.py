@@ -1,6 +1,8 @@
 """The dedup steps as chained SlurmPipelineExecutor jobs on a real local Slurm (marker
 `slurm`; scripts/local-slurm.sh starts it)."""
 
+import shutil
+
 import pytest
 
 from llmforge import config
@@ -10,6 +12,7 @@ from tests.dedup import planted
 
 
 @pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm on this machine")
 @pytest.mark.slow
 def test_slurm_executor_gives_the_local_result(tmp_path):
     corpus, evals, expect = planted.build(tmp_path, n_clean=12)
