@@ -80,16 +80,7 @@ def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict, tuple[float, i
             cached["bytes"],
         )
     start = time.perf_counter()
-    skip = set(sc.skip_domains)
-    size, rows = 0, []  # (file, line index, id) of every eligible document, in order
-    for folder in layout.kept_folders():
-        for f in sorted(folder.glob("*.jsonl")):
-            with open(f, "rb") as fh:
-                for i, raw in enumerate(fh):
-                    row = orjson.loads(raw)
-                    if row["domain"] not in skip:
-                        rows.append((str(f.relative_to(layout.work)), i, row["id"]))
-                        size += len(raw)
+    rows, size = _eligible_rows(layout, set(sc.skip_domains))
     drops = {}
     if len(rows) > 1:
         layout.semantic.mkdir(parents=True, exist_ok=True)
@@ -113,6 +104,21 @@ def run_semantic(cfg: DedupConfig, layout: Layout) -> tuple[dict, tuple[float, i
     }
     done.write_text(json.dumps(payload))
     return drops, (seconds, len(rows), size)
+
+
+def _eligible_rows(layout: Layout, skip: set[str]) -> tuple[list[tuple[str, int, str]], int]:
+    """(file, line index, id) of every surviving document outside `skip`, in order, and
+    their jsonl bytes."""
+    size, rows = 0, []
+    for folder in layout.kept_folders():
+        for f in sorted(folder.glob("*.jsonl")):
+            with open(f, "rb") as fh:
+                for i, raw in enumerate(fh):
+                    row = orjson.loads(raw)
+                    if row["domain"] not in skip:
+                        rows.append((str(f.relative_to(layout.work)), i, row["id"]))
+                        size += len(raw)
+    return rows, size
 
 
 def _texts(work: Path, rows):
