@@ -1,3 +1,57 @@
-"""The midtrain stage (not built yet: it says so and exits 1)."""
+"""The midtrain stage: a model artifact plus tokens artifact(s) to a model artifact.
 
-STAGE = None
+    llmforge midtrain BASE_MODEL tokens=TOKENS [mixture=MIX] -c recipes/tiny/midtrain.yaml
+
+Continued pretraining on a new mixture (reasoning, code, long or curated data) with its own
+schedule, on the same engine as pretrain: the model is loaded with `load_gpt` (our export
+or a stock Llama/Qwen3/SmolLM3 directory), trained, and exported again with its tokenizer.
+Checkpoints, resume, preemption and torchrun work as in pretrain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmforge.artifact import Run
+from llmforge.config import param
+from llmforge.data.loader import DataConfig
+from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.parallelize import barrier
+from llmforge.stage import Inputs, Role, Stage
+from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train.engine import seed_everything, train_model
+from stages.pretrain import spec_for
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = param(DataConfig(), "data stages, mixtures and packing")
+    train: TrainConfig = param(TrainConfig(), "loop: sizes, precision, checkpoints")
+    optim: OptimConfig = param(OptimConfig(), "optimizer (a lower lr than pretraining suits)")
+    schedule: ScheduleConfig = param(ScheduleConfig(), "learning-rate schedule")
+    spike: SpikeConfig = param(SpikeConfig(), "loss-spike policy")
+
+
+def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
+    seed_everything(cfg.train.seed)
+    source = inputs.one("model")
+    model, metrics = train_model(load_gpt(source.path), spec_for(cfg, inputs), out)
+    if out.is_main:
+        export_hf(model, out.dir, source.path)  # the model directory holds its tokenizer
+    barrier()
+    return metrics
+
+
+STAGE = Stage(
+    name="midtrain",
+    kind="model",
+    config=Config,
+    run=run,
+    roles={
+        "model": Role(kinds=("model",), min=1, max=1, help="the model to continue training"),
+        "tokens": Role(kinds=("tokens",), min=1, max=None, help="training data (val split too)"),
+        "mixture": Role(kinds=("mixture",), min=0, max=1, help="domain weights"),
+    },
+    default_role="model",
+    help="Continue training a model on a new mixture with its own schedule.",
+)

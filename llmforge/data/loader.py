@@ -57,7 +57,7 @@ class Batch(NamedTuple):
 
     inputs: torch.Tensor
     targets: torch.Tensor  # -100 where the target lies in another document (or padding)
-    doc_ids: torch.Tensor  # document number within each row
+    doc_ids: torch.Tensor | None  # document number within each row; None = plain causal
     domains: torch.Tensor  # domain index of each input token (-1 for padding)
 
 
@@ -166,16 +166,24 @@ class RowPacker:
         return None if fill == 0 else (tokens, docs, domains, fill)
 
 
-def to_batch(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> Batch:
-    """Rows of seq_len + 1 tokens -> shifted inputs/targets with boundary targets ignored."""
+def to_batch(
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], mask: bool = True
+) -> Batch:
+    """Rows of seq_len + 1 tokens -> shifted inputs/targets with boundary targets ignored.
+
+    With `mask=False` documents see each other (plain causal attention, doc_ids None) and
+    only padding targets are ignored.
+    """
     tokens = torch.from_numpy(np.stack([r[0] for r in rows]))
     docs = torch.from_numpy(np.stack([r[1] for r in rows]))
     domains = torch.from_numpy(np.stack([r[2] for r in rows]))
     targets = tokens[:, 1:].clone()
-    crosses = (docs[:, 1:] != docs[:, :-1]) | (docs[:, 1:] < 0)
-    targets[crosses] = IGNORE
+    crosses = (docs[:, 1:] != docs[:, :-1]) if mask else torch.zeros_like(targets, dtype=torch.bool)
+    targets[crosses | (docs[:, 1:] < 0)] = IGNORE
     doc_ids = docs[:, :-1].clone()
     doc_ids[doc_ids < 0] = doc_ids.max() + 1  # padding forms its own "document"
+    if not mask:
+        doc_ids = None
     return Batch(tokens[:, :-1].contiguous(), targets, doc_ids, domains[:, :-1].contiguous())
 
 
@@ -201,10 +209,11 @@ class PackedLoader:
 
     def __init__(self, source: Source, weights: list[np.ndarray], stage_ends: list[int],
                  batch_size: int, seq_len: int, grad_accum: int = 1, buffer_docs: int = 64,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):  # fmt: skip
+                 seed: int = 0, rank: int = 0, world_size: int = 1, intra_doc_mask: bool = True):  # fmt: skip
         self.source, self.stage_ends = source, stage_ends
         self.weights = [document_probabilities(w, source) for w in weights]
         self.batch_size, self.grad_accum, self.rank = batch_size, grad_accum, rank
+        self.intra_doc_mask = intra_doc_mask
         self.rng = np.random.default_rng([seed, rank])
         used = np.flatnonzero(np.max(weights, axis=0) > 0)
         self.readers = {
@@ -233,7 +242,7 @@ class PackedLoader:
 
     def next_batch(self) -> Batch:
         rows = [self.packer.row(self.source.eos_id) for _ in range(self.batch_size)]
-        batch = to_batch(rows)
+        batch = to_batch(rows, self.intra_doc_mask)
         self.micro_batches += 1
         seen = batch.domains[batch.domains >= 0]
         self.tokens_seen += np.bincount(seen.numpy(), minlength=len(self.tokens_seen))
@@ -265,7 +274,7 @@ class PackedLoader:
 
 
 def validation_batches(store: TokenStore, domain: str, batch_size: int, seq_len: int,
-                       max_batches: int) -> list[Batch]:  # fmt: skip
+                       max_batches: int, mask: bool = True) -> list[Batch]:  # fmt: skip
     """Fixed held-out batches of one domain: its documents packed in order, the tail padded."""
     docs = iter(store.docs_in(domain))
     d = store.domains.index(domain)
@@ -279,7 +288,7 @@ def validation_batches(store: TokenStore, domain: str, batch_size: int, seq_len:
         rows = [r for r in (packer.row(store.eos_id) for _ in range(batch_size)) if r is not None]
         if not rows:
             break
-        batches.append(to_batch(rows))
+        batches.append(to_batch(rows, mask))
         if len(rows) < batch_size:
             break
     return batches

@@ -150,7 +150,7 @@ class Validator(Callback):
         for domain, batches in self.sets.items():
             loss_sum, count = 0.0, 0
             for b in batches:
-                b = Batch(*(t.to(device) for t in b))
+                b = Batch(*(None if t is None else t.to(device) for t in b))
                 n = int((b.targets != -100).sum())
                 with autocast(self.precision, device):
                     out = model(b.inputs, targets=b.targets, doc_ids=b.doc_ids)

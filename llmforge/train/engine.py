@@ -59,7 +59,7 @@ def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[P
     loader = PackedLoader(
         source, weights, stage_ends(stages, tokens_per_step, total), t.batch_size, t.seq_len,
         grad_accum=t.grad_accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
-        rank=rank, world_size=world,
+        rank=rank, world_size=world, intra_doc_mask=spec.data.intra_doc_mask,
     )  # fmt: skip
     return loader, total
 
@@ -75,7 +75,12 @@ def validation_sets(spec: TrainSpec) -> dict:
         for domain in store.domains:
             if len(store.docs_in(domain)):
                 batches = validation_batches(
-                    store, domain, spec.train.batch_size, spec.train.seq_len, spec.data.val_batches
+                    store,
+                    domain,
+                    spec.train.batch_size,
+                    spec.train.seq_len,
+                    spec.data.val_batches,
+                    spec.data.intra_doc_mask,
                 )
                 sets.setdefault(domain, []).extend(batches)
     return sets
@@ -95,8 +100,12 @@ def check_model(model: nn.Module, source: Source, spec: TrainSpec) -> None:
         )
 
 
-def train_model(model: nn.Module, spec: TrainSpec, out: Run) -> tuple[nn.Module, dict]:
-    """Train (or resume training) `model` and return it with summary metrics."""
+def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None = None
+                ) -> tuple[nn.Module, dict]:  # fmt: skip
+    """Train (or resume training) `model` and return it with summary metrics.
+
+    Checkpoints go to `work` (default `out.work`); staged runs give each stage its own.
+    """
     rank, world = par.init_distributed()
     source = Source([TokenStore(p, "train") for p in spec.tokens])
     check_model(model, source, spec)
@@ -116,7 +125,7 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run) -> tuple[nn.Module,
         cb.Validator(val_sets, t.val_every, precision),
         cb.Checkpointer(t.checkpoint_every),
     ]
-    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, out.work, callbacks,
+    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work, callbacks,
                 log_fn=lambda r: out.log_metrics({**r, **spec.extra_log}))  # fmt: skip
     if loop.resume() and out.is_main:
         trim_metrics(out.dir / "metrics.jsonl", loop.step)

@@ -59,7 +59,7 @@ def train_step(
     loss_sum = torch.zeros((), device=device)
     tokens, moe_load = 0, None
     for i, mb in enumerate(micro_batches):
-        batch = Batch(*(t.to(device, non_blocking=True) for t in mb))
+        batch = Batch(*(None if t is None else t.to(device, non_blocking=True) for t in mb))
         _sync_grads(model, last=i == n - 1)  # FSDP: reduce gradients on the last only
         with autocast(precision, device):
             out = model(batch.inputs, targets=batch.targets, doc_ids=batch.doc_ids, z_loss=z_loss)

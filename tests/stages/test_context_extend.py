@@ -1,0 +1,57 @@
+"""The context-extend stage: staged lengths with ABF, YaRN in the exported config."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from llmforge import artifact
+from llmforge.model.hf import load_gpt
+from stages.app import app
+from tests.stages.pretrain_helpers import TINY_SETS
+
+runner = CliRunner()
+TRAIN_SETS = [s for s in TINY_SETS if not s.startswith(("model.", "train.seq_len"))]
+
+
+def invoke(stage, *args, sets=()):
+    flat = [x for s in sets for x in ("-s", s)]
+    return runner.invoke(app, [stage, *map(str, args), *flat, "-q"])
+
+
+@pytest.fixture(scope="module")
+def short_model(tiny_tokens, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ce") / "base"
+    sets = [*TINY_SETS, "model.max_seq_len=64", "train.seq_len=64", "train.steps=6"]
+    result = invoke("pretrain", tiny_tokens, "-o", out, sets=sets)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_extends_in_stages_and_exports_yarn(short_model, tiny_tokens, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "long"
+    sets = [*TRAIN_SETS, "train.steps=3", "extend.lengths=[96, 128]",
+            "extend.rope_theta=[20000, 40000]", "extend.yarn_factor=2"]  # fmt: skip
+    result = invoke("context-extend", short_model, f"tokens={tiny_tokens}", "-o", out, sets=sets)
+    assert result.exit_code == 0, result.output
+    metrics = artifact.read_manifest(out)["metrics"]
+    assert metrics["original_max_seq_len"] == 64 and metrics["max_seq_len"] == 256
+    assert metrics["len_96"]["steps"] == 3 and metrics["len_128"]["steps"] == 3
+    cfg = load_gpt(out).cfg
+    assert cfg.rope_theta == 40000 and cfg.rope_scaling.type == "yarn"
+    assert cfg.rope_scaling.factor == 2 and cfg.rope_scaling.original_max_seq_len == 128
+    hf_cfg = json.loads((out / "config.json").read_text())
+    assert hf_cfg["max_position_embeddings"] == 256
+    assert hf_cfg["rope_parameters"]["rope_type"] == "yarn"
+    hf = AutoModelForCausalLM.from_pretrained(str(out))
+    assert hf(torch.randint(0, 500, (1, 256))).logits.shape == (1, 256, 512)
+
+
+def test_first_length_must_exceed_the_model(short_model, tiny_tokens, tmp_path):
+    sets = [*TRAIN_SETS, "extend.lengths=[64]", "extend.rope_theta=[0]"]
+    result = invoke("context-extend", short_model, f"tokens={tiny_tokens}", "-o", tmp_path / "x",
+                    sets=sets)  # fmt: skip
+    assert result.exit_code == 2 and "extend.lengths" in result.output
