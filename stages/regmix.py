@@ -51,8 +51,8 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     paths = [r.path for r in inputs.all("tokens")]
     stats = data_stats(paths)
     p = cfg.proposals
-    prior = props.make_prior(stats.tokens, stats.docs, cfg.proxy.tokens, p.concentration,
-                             p.max_epochs, p.caps)  # fmt: skip
+    prior = props.make_prior(stats.tokens, cfg.proxy.tokens, p.concentration, p.max_epochs,
+                             p.caps)  # fmt: skip
     weights = target_weights(cfg.target.domain_weights, stats.domains)
     runner = ProxyRunner(out.work / "proxies", paths, prior, cfg.proxy, cfg.slurm,
                          stats.vocab_size)  # fmt: skip
@@ -72,9 +72,8 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     if cfg.confirm:
         metrics["confirm"] = confirm(runner, weights, chosen, prior.natural)
     payload = {
-        "weights": props.as_dict(stats.domains, props.loader_weights(chosen, prior.doc_len)),
-        "weights_are": "per-document draw probabilities of the pretrain loader",
-        "token_shares": props.as_dict(stats.domains, chosen),
+        "weights": props.as_dict(stats.domains, chosen),
+        "weights_are": "token shares (the share of training tokens from each domain)",
         "prior": {**prior.to_dict(), "solver_upper": props.as_dict(
             stats.domains, solve_prior.upper) if cfg.solve.target_tokens else None},
         "target": {"kind": "weighted validation loss (nats/token)", "domain_weights": weights},
@@ -102,7 +101,7 @@ def summary(fit, predicted, y, results, domains, chosen) -> dict:
         "model": fit.name,
         "spearman": fit.quality[fit.name]["spearman"],
         "predicted_target": predicted,
-        "token_shares": props.as_dict(domains, chosen),
+        "weights": props.as_dict(domains, chosen),
     }
 
 

@@ -6,11 +6,8 @@ its cap is `max_epochs * tokens_d / budget` (RegMix and OLMo cap repetition the 
 Samples over a cap are rejected, so accepted ones follow the prior restricted to the
 feasible set; that set is convex, so averages of feasible mixtures stay feasible.
 
-Mixtures here are *token shares* (the share of training tokens from each domain), as in
-RegMix. The pretrain loader instead draws a domain per document, so its weights are
-document-draw probabilities; `loader_weights` converts, using each domain's mean
-document length (a domain of long documents needs a smaller draw weight for the same
-token share).
+Mixtures are *token shares* (the share of training tokens from each domain), as in RegMix
+and as the pretrain loader reads them.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ class Prior:
     natural: np.ndarray  # natural token shares, sums to 1
     concentration: list[float]
     upper: np.ndarray  # largest token share per domain (caps and epochs combined)
-    doc_len: np.ndarray  # mean training tokens per document, per domain
 
     def to_dict(self) -> dict:
         return {
@@ -41,7 +37,6 @@ class Prior:
             "concentration": list(self.concentration),
             "natural": dict(zip(self.domains, self.natural.round(6).tolist())),
             "upper": dict(zip(self.domains, self.upper.round(6).tolist())),
-            "mean_doc_tokens": dict(zip(self.domains, self.doc_len.round(2).tolist())),
         }
 
 
@@ -68,7 +63,6 @@ def upper_bounds(
 
 def make_prior(
     domain_tokens: dict[str, int],
-    domain_docs: dict[str, int],
     budget: int,
     concentration: list[float],
     max_epochs: float,
@@ -79,22 +73,14 @@ def make_prior(
         empty = [d for d, n in domain_tokens.items() if n <= 0]
         raise BadInput(f"every domain needs training tokens; empty: {empty}")
     upper = upper_bounds(domain_tokens, budget, max_epochs, caps)
-    docs = np.array([max(domain_docs[d], 1) for d in domain_tokens], dtype=np.float64)
-    return Prior(list(domain_tokens), tokens / tokens.sum(), list(concentration), upper,
-                 tokens / docs)  # fmt: skip
+    return Prior(list(domain_tokens), tokens / tokens.sum(), list(concentration), upper)
 
 
 def with_budget(prior: Prior, domain_tokens: dict[str, int], budget: int, max_epochs: float,
                 caps: dict[str, float]) -> Prior:  # fmt: skip
     """The same prior with the epoch caps of another token budget (the real run's)."""
     upper = upper_bounds(domain_tokens, budget, max_epochs, caps)
-    return Prior(prior.domains, prior.natural, prior.concentration, upper, prior.doc_len)
-
-
-def loader_weights(shares: np.ndarray, doc_len: np.ndarray) -> np.ndarray:
-    """Per-document draw weights of the pretrain loader that yield these token shares."""
-    w = np.asarray(shares, dtype=np.float64) / doc_len
-    return w / w.sum(axis=-1, keepdims=True)
+    return Prior(prior.domains, prior.natural, prior.concentration, upper)
 
 
 def as_dict(domains: list[str], w: np.ndarray, digits: int = 6) -> dict[str, float]:

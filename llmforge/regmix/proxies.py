@@ -31,7 +31,7 @@ def write_task(folder: Path, name: str, weights: dict[str, float], tokens: list[
                proxy: ProxyConfig, vocab_size: int, extra: dict | None = None) -> Path:  # fmt: skip
     """Describe one proxy run in a JSON file a worker process (or array task) can execute.
 
-    `weights` are the loader's draw weights; `extra` is recorded as is (e.g. token shares).
+    `weights` are token shares (what the pretrain loader reads); `extra` is recorded as is.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model = replace(proxy.model, vocab_size=vocab_size)
@@ -103,7 +103,6 @@ def run_task(task_path: str | Path) -> dict:
     result = {
         "name": task["name"],
         "weights": task["weights"],
-        "token_shares": task.get("token_shares"),
         "val_loss_per_domain": metrics["val_loss_per_domain"],
         "val_loss": metrics.get("final_val_loss"),
         "train_loss": metrics.get("final_train_loss"),

@@ -27,7 +27,6 @@ PLOT_FILE = "regmix.png"
 class DataStats:
     domains: list[str]
     tokens: dict[str, int]  # training tokens per domain
-    docs: dict[str, int]  # training documents per domain
     vocab_size: int
 
 
@@ -35,12 +34,11 @@ def data_stats(paths: list[Path]) -> DataStats:
     """Token and document counts per domain over the train split of every tokens input."""
     stores = [TokenStore(p, "train") for p in paths]
     domains = list(dict.fromkeys(d for s in stores for d in s.domains))
-    tokens, docs = dict.fromkeys(domains, 0), dict.fromkeys(domains, 0)
+    tokens = dict.fromkeys(domains, 0)
     for s in stores:
         for d, n in s.domain_tokens().items():
             tokens[d] += n
-            docs[d] += len(s.docs_in(d))
-    return DataStats(domains, tokens, docs, max(s.vocab_size for s in stores))
+    return DataStats(domains, tokens, max(s.vocab_size for s in stores))
 
 
 class ProxyRunner:
@@ -52,12 +50,9 @@ class ProxyRunner:
         self.proxy, self.slurm, self.vocab_size = proxy, slurm, vocab_size
 
     def task(self, name: str, shares: np.ndarray) -> Path:
-        weights = props.loader_weights(shares, self.prior.doc_len)
-        return proxies.write_task(
-            self.folder, name, props.as_dict(self.prior.domains, weights, 8), self.paths,
-            self.proxy, self.vocab_size,
-            extra={"token_shares": props.as_dict(self.prior.domains, shares, 8)},
-        )  # fmt: skip
+        weights = props.as_dict(self.prior.domains, shares, 8)
+        return proxies.write_task(self.folder, name, weights, self.paths, self.proxy,
+                                  self.vocab_size)  # fmt: skip
 
     def train(self, tasks: list[Path]) -> list[dict]:
         if self.slurm.enabled:
@@ -68,7 +63,7 @@ class ProxyRunner:
 
 
 def features(results: list[dict], domains: list[str]) -> np.ndarray:
-    return np.array([[r["token_shares"].get(d, 0.0) for d in domains] for r in results])
+    return np.array([[r["weights"].get(d, 0.0) for d in domains] for r in results])
 
 
 def fit_and_solve(results: list[dict], weights: dict[str, float], prior: props.Prior,
