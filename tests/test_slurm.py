@@ -182,3 +182,59 @@ def test_job_array_runs_every_task(local_slurm, tmp_path, tiny_corpus):
     wait_jobs([submit(script)])
     ids = {artifact.read_manifest(tmp_path / f"p{i}")["id"] for i in range(n)}
     assert len(ids) == n
+
+
+def _pretrain_args(tokens, out, *extra):
+    from tests.stages.pretrain_helpers import sets
+
+    return [
+        "pretrain",
+        str(tokens),
+        *sets("train.steps=60", "train.checkpoint_every=5", "train.val_every=0", *extra),
+        "-o",
+        str(out),
+    ]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pretrain_preempted_by_usr1_requeues_and_matches(
+    local_slurm, tmp_path, tiny_tokens, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # sbatch exports the environment to the job
+    reference, _ = cli(*_pretrain_args(tiny_tokens, tmp_path / "ref"))
+    out, _ = cli(*_pretrain_args(tiny_tokens, tmp_path / "slurm"), "--slurm")
+    job = (tmp_path / "slurm.slurm" / "jobid").read_text().strip()
+    work = tmp_path / "slurm.partial" / "_work"
+    deadline = time.time() + 240
+    while not any(work.glob("**/ckpt-*")) and not Path(out).exists():
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    wait_jobs([job], timeout=400)
+    log = "".join(p.read_text() for p in (tmp_path / "slurm.slurm").glob("slurm-*.out"))
+    assert "requeueing" in log and "resum" in log, log[-2000:]
+    a = (Path(reference) / "model.safetensors").read_bytes()
+    b = (Path(out) / "model.safetensors").read_bytes()
+    assert a == b, "the requeued, resumed run must end with the same weights"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_processes_under_slurm_match_one(local_slurm, tmp_path, tiny_tokens, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one, _ = cli(*_pretrain_args(tiny_tokens, tmp_path / "one", "train.batch_size=8"))
+    two, _ = cli(
+        *_pretrain_args(tiny_tokens, tmp_path / "two"),
+        "--slurm",
+        "--slurm-set",
+        "procs_per_node=2",
+        "--slurm-set",
+        "master_port=29611",
+    )
+    wait_jobs([(tmp_path / "two.slurm" / "jobid").read_text().strip()], timeout=400)
+    m1, m2 = artifact.read_manifest(one), artifact.read_manifest(two)
+    assert m2["host"]["world_size"] == 2 and m2["metrics"]["tokens"] == m1["metrics"]["tokens"]
+    assert m2["metrics"]["final_val_loss"] == pytest.approx(
+        m1["metrics"]["final_val_loss"], rel=0.1
+    )
