@@ -51,8 +51,8 @@ MIX=$(stage regmix regmix "$TOK" -c "$R/regmix.yaml" "${REGMIX_SET[@]}" -o "$OUT
 
 # 4-6. pretrain on the chosen mixture, midtrain on math-heavy data, extend the context.
 BASE=$(stage pretrain pretrain "$TOK" mixture="$MIX" -c "$R/pretrain.yaml" "${PRETRAIN_SET[@]}" -o "$OUT/base")
-MID=$(stage midtrain midtrain "$BASE" "$TOK" -c "$R/midtrain.yaml" "${MIDTRAIN_SET[@]}" -o "$OUT/mid")
-LONG=$(stage context-extend context-extend "$MID" "$TOK" -c "$R/context-extend.yaml" \
+MID=$(stage midtrain midtrain "$BASE" tokens="$TOK" -c "$R/midtrain.yaml" "${MIDTRAIN_SET[@]}" -o "$OUT/mid")
+LONG=$(stage context-extend context-extend "$MID" tokens="$TOK" -c "$R/context-extend.yaml" \
     "${CONTEXT_SET[@]}" -o "$OUT/long")
 
 # 7-9. post-training: chat SFT (think and no_think), DPO on preference pairs, RLVR on math.
@@ -61,12 +61,19 @@ SFT=$(stage sft sft "$LONG" chat="$DATA/chat/sft.jsonl" teacher="$DATA/chat/sft_
 DPO=$(stage dpo dpo model="$SFT" "$DATA/prefs/dpo.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
 RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
 
-# 10. eval every model on held-out data, and write the report.
-REPORT=$(stage eval eval "$BASE" "$MID" "$LONG" "$SFT" "$DPO" "$RL" tokens="$TOK" \
-    task="$DATA/eval/math.jsonl" task="$DATA/eval/format.jsonl" \
-    -c "$R/eval.yaml" "${EVAL_SET[@]}" -o "$OUT/report")
+# 10. eval on held-out data: loss per domain and long-context probes for the base models,
+# sampled verifiable tasks for the chat models, then one report across all of them.
+TASKS=$OUT/tasks
+mkdir -p "$TASKS"
+printf 'name: math\ndata: %s\nlimit: %s\n' "$(realpath "$DATA/eval/math.jsonl")" "$EVAL_MATH_N" >"$TASKS/math.yaml"
+printf 'name: format\ndata: %s\nlimit: %s\n' "$(realpath "$DATA/eval/format.jsonl")" "$EVAL_FORMAT_N" >"$TASKS/format.yaml"
+EVAL_BASE=$(stage eval-base eval "$BASE" "$MID" "$LONG" tokens="$TOK" -c "$R/eval-loss.yaml" \
+    "${EVAL_SET[@]}" -o "$OUT/eval-base")
+EVAL_CHAT=$(stage eval-chat eval "$LONG" "$SFT" "$DPO" "$RL" task="$TASKS/math.yaml" \
+    task="$TASKS/format.yaml" -c "$R/eval-tasks.yaml" "${EVAL_SET[@]}" -o "$OUT/eval-chat")
+REPORT=$(stage report eval compare="$EVAL_BASE" compare="$EVAL_CHAT" -o "$OUT/report")
 
 echo "stage times (s):" >&2
 column -t "$TIMES" >&2 || cat "$TIMES" >&2
-echo "report: $REPORT/report/index.html" >&2
+echo "report: $REPORT/report/report.html" >&2
 echo "$REPORT"
