@@ -26,14 +26,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/tiny/pipeline.sh $(DEMO)
 
+# One torch thread per pytest worker: two workers on two cores must not oversubscribe.
 test: install
-	$(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q
 
 test-fast: install
-	$(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q -m "not slow and not slurm"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q -m "not slow and not slurm"
 
+# Each benchmark compares llmforge with a baseline in the same run and prints a ratio;
+# docs/benchmarks.md records the figures. About 15 minutes on an idle 2-core machine.
 bench: install
-	$(BIN)/python bench/tokenize_bench.py
+	$(BIN)/python bench/tokenize_bench.py --mb 20
+	$(BIN)/python bench/pretrain_bench.py
+	$(BIN)/python bench/kernels_memory.py --vocab 32768
+	$(BIN)/python bench/sft_bench.py
+	$(BIN)/python bench/eval_bench.py
+	$(BIN)/python bench/rollout_bench.py --no-vllm
+	$(BIN)/python bench/dedup_bench.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
