@@ -108,8 +108,11 @@ def summary(fit, predicted, y, results, domains, chosen) -> dict:
 def confirm(runner: ProxyRunner, weights: dict, chosen: np.ndarray, natural: np.ndarray) -> dict:
     """Train one proxy on the chosen and one on the natural mixture; report their targets."""
     tasks = [runner.task("confirm-chosen", chosen), runner.task("confirm-natural", natural)]
-    got = [proxy_target(r, weights) for r in runner.train(tasks)]
-    verdict = {"chosen": got[0], "natural": got[1], "chosen_beats_natural": got[0] < got[1]}
+    results = runner.train(tasks)
+    got = [proxy_target(r, weights) for r in results]
+    per_domain = {k: r["val_loss_per_domain"] for k, r in zip(("chosen", "natural"), results)}
+    verdict = {"chosen": got[0], "natural": got[1], "chosen_beats_natural": got[0] < got[1],
+               "per_domain": per_domain}  # fmt: skip
     word = "beats" if verdict["chosen_beats_natural"] else "does NOT beat"
     log.info(f"confirmation: chosen {got[0]:.4f} {word} natural {got[1]:.4f}")
     return verdict

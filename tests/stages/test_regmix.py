@@ -55,6 +55,7 @@ def test_metrics_report_fit_quality_and_the_confirmation_verdict(mixture):
     assert -1 <= m["spearman"] <= 1
     c = m["confirm"]
     assert c["chosen_beats_natural"] == (c["chosen"] < c["natural"])
+    assert set(c["per_domain"]["chosen"]) == {"literature", "code", "math"}
 
 
 def test_finished_proxies_are_not_trained_again(tmp_path, tiny_tokens):
