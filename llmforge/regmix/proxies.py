@@ -28,10 +28,10 @@ def result_path(task: Path) -> Path:
 
 
 def write_task(folder: Path, name: str, weights: dict[str, float], tokens: list[Path],
-               proxy: ProxyConfig, vocab_size: int, extra: dict | None = None) -> Path:  # fmt: skip
+               proxy: ProxyConfig, vocab_size: int) -> Path:  # fmt: skip
     """Describe one proxy run in a JSON file a worker process (or array task) can execute.
 
-    `weights` are token shares (what the pretrain loader reads); `extra` is recorded as is.
+    `weights` are token shares, the unit the pretrain loader reads.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model = replace(proxy.model, vocab_size=vocab_size)
@@ -40,7 +40,6 @@ def write_task(folder: Path, name: str, weights: dict[str, float], tokens: list[
         "weights": weights,
         "tokens": [str(p) for p in tokens],
         "proxy": configlib.to_dict(replace(proxy, model=model)),
-        **(extra or {}),
     }
     path = folder / f"{name}.task.json"
     _write_json(path, task)

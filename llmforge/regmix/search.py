@@ -31,7 +31,7 @@ class DataStats:
 
 
 def data_stats(paths: list[Path]) -> DataStats:
-    """Token and document counts per domain over the train split of every tokens input."""
+    """Training tokens per domain over the train split of every tokens input."""
     stores = [TokenStore(p, "train") for p in paths]
     domains = list(dict.fromkeys(d for s in stores for d in s.domains))
     tokens = dict.fromkeys(domains, 0)
