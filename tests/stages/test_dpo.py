@@ -55,7 +55,6 @@ def metrics(path):
     return json.loads((path / "manifest.json").read_text())["metrics"]
 
 
-@pytest.mark.slow
 def test_dpo_raises_heldout_margin_on_a_learnable_preference(tmp_path, tiny_model, prefs):
     sets = SMALL + [
         "train.lr=0.001",
