@@ -59,11 +59,12 @@ class ProxyConfig:
     val_batches: int = param(6, "held-out batches per domain for the target")
     seed: int = param(0, "init seed, the same for every proxy so only the mixture differs")
     checkpoint_every: int = param(0, "checkpoint each proxy every N steps (0 = rerun it whole)")
-    workers: int = param(2, "proxies trained at once as local processes")
+    workers: int = param(0, "proxies trained at once as local processes (0 = cores / threads)")
     threads: int = param(1, "torch threads per local worker")
 
     def __post_init__(self):
-        for key in ("steps", "batch_size", "seq_len", "val_batches", "workers", "threads"):
+        check(self.workers >= 0, "workers", "must be >= 0")
+        for key in ("steps", "batch_size", "seq_len", "val_batches", "threads"):
             check(getattr(self, key) >= 1, key, "must be >= 1")
         check(self.lr > 0, "lr", "must be > 0")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")

@@ -123,10 +123,11 @@ def _init_worker(threads: int) -> None:
 
 
 def run_local(tasks: list[Path], workers: int, threads: int) -> None:
-    """Train the pending tasks in `workers` processes; each finished proxy is logged."""
+    """Train the pending tasks in `workers` processes (0 = as many as the cores allow)."""
     todo = pending(tasks)
     if not todo:
         return
+    workers = min(workers or max(1, (os.cpu_count() or 1) // threads), len(todo))
     log.info(f"training {len(todo)} proxies in {workers} local process(es)")
     ctx = get_context("spawn")  # fork after torch's thread pools start can deadlock
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
