@@ -130,38 +130,35 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
     out = []
     for _, manifest in arts.get("regmix", []):
         m = manifest.get("metrics", {})
-        weights = m.get("weights") or {}
-        fit = m.get("fit") or m.get("cv") or {}
-        rho = _find(m, ("spearman", "spearman_rho", "cv_spearman"))
-        chosen, natural = _find(m, ("confirm_chosen",)), _find(m, ("confirm_natural",))
-        wins = m.get("chosen_beats_natural")
-        note = f"weights {_fmt_weights(weights)}; CV Spearman {_num(rho)}"
-        if not fit and rho is None:
-            note = f"weights {_fmt_weights(weights)}"
-        out.append(
-            Verdict(
-                "regmix",
-                "target of a confirmation proxy: natural -> chosen mix",
-                _num(natural),
-                _num(chosen),
-                None if wins is None else bool(wins),
-                note,
-            )
+        confirm = m.get("confirm") or {}
+        predicted = m.get("predicted_target") or {}
+        note = (
+            f"weights {_fmt_weights(m.get('weights') or {})}; {m.get('model')} fit, "
+            f"CV Spearman {_num(m.get('spearman'))} over {m.get('n_proxies')} proxies"
         )
+        if confirm:
+            out.append(
+                Verdict(
+                    "regmix",
+                    "val loss of a confirmation proxy: natural -> chosen mix",
+                    _num(confirm.get("natural")),
+                    _num(confirm.get("chosen")),
+                    bool(confirm.get("chosen_beats_natural")),
+                    note,
+                )
+            )
+        else:
+            out.append(
+                Verdict(
+                    "regmix",
+                    "predicted val loss: natural -> chosen mix (no confirm run)",
+                    _num(predicted.get("natural")),
+                    _num(predicted.get("chosen")),
+                    None,
+                    note,
+                )
+            )
     return out
-
-
-def _find(metrics: dict, keys: tuple[str, ...]):
-    """The first of `keys` found at the top level or one level down."""
-    for key in keys:
-        if key in metrics:
-            return metrics[key]
-    for value in metrics.values():
-        if isinstance(value, dict):
-            for key in keys:
-                if key in value:
-                    return value[key]
-    return None
 
 
 def pretrain_verdict(rows: list[Row]) -> list[Verdict]:
