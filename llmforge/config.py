@@ -162,6 +162,11 @@ def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {str(k): _coerce(v, vt, f"{key}.{k}", where) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise where.error(key, f"expected a number, got {value!r}")
         return float(value)

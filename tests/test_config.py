@@ -62,6 +62,10 @@ def test_wrong_type_and_impossible_value(tmp_path):
         config.load(Cfg, None, ["weights.a=yes please"])
 
 
+def test_exponent_without_dot_is_a_float():
+    assert config.load(Optim, None, ["lr=3e-3"]).lr == 0.003
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(BadInput, match="invalid YAML"):
         config.load(Cfg, write(tmp_path, "steps: [1,\n"))
