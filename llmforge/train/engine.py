@@ -128,7 +128,7 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work, callbacks,
                 log_fn=lambda r: out.log_metrics({**r, **spec.extra_log}))  # fmt: skip
     if loop.resume() and out.is_main:
-        trim_metrics(out.dir / "metrics.jsonl", loop.step)
+        trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
     log.info(
         f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{world} "
         f"tokens in {precision}"

@@ -72,13 +72,21 @@ class Meter:
         return out
 
 
-def trim_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines written after `last_step` (a resumed run will write them again)."""
+def trim_metrics(path: Path, last_step: int, match: dict | None = None) -> None:
+    """Drop metric lines written after `last_step` (a resumed run will write them again).
+
+    Only lines carrying every key/value of `match` are considered, so a staged run (e.g.
+    context-extend's `{"length": L}`) trims its own stage only.
+    """
     path = Path(path)
     if not path.is_file():
         return
-    kept = [
-        line for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= last_step
-    ]  # fmt: skip
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    match = match or {}
+
+    def keep(record: dict) -> bool:
+        ours = all(record.get(k) == v for k, v in match.items())
+        return not ours or record.get("step", 0) <= last_step
+
+    lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    kept = [x for x in lines if keep(json.loads(x))]
+    path.write_text("".join(x + "\n" for x in kept), encoding="utf-8")

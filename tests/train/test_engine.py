@@ -174,3 +174,15 @@ def test_train_model_reports_val_loss_per_domain(tokens, tmp_path):
     lines = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [4, 8, 12]
     assert lines[-1]["val_loss"] == metrics["final_val_loss"]
+
+
+def test_trim_metrics_keeps_other_stages_lines(tmp_path):
+    from llmforge.train.metrics import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 5, "length": 96}, {"step": 9, "length": 96}, {"step": 3, "length": 128},
+            {"step": 6, "length": 128}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trim_metrics(path, 4, {"length": 128})
+    kept = [json.loads(x) for x in path.read_text().splitlines()]
+    assert kept == rows[:3]
