@@ -7,6 +7,7 @@
 # Every stage is a cache hit when its artifact already exists with the same id, so running
 # this again is nearly instant, and a run killed anywhere finishes on the next call.
 set -euo pipefail
+shopt -s inherit_errexit  # a failing stage inside $(...) stops the pipeline
 
 PRESET=${1:-full}
 OUT=${2:-demo-out/$PRESET}
@@ -27,7 +28,7 @@ stage() { # stage NAME llmforge-args... : run one stage, time it, print its outp
     local name=$1 start path
     shift
     start=$(date +%s%N)
-    path=$(llmforge "$@")
+    path=$(llmforge "$@") || exit 1
     printf '%s\t%s\t%s\n' "$name" "$(( ($(date +%s%N) - start) / 1000000000 ))" "$path" >>"$TIMES"
     echo "$path"
 }
@@ -56,7 +57,7 @@ LONG=$(stage context-extend context-extend "$MID" tokens="$TOK" -c "$R/context-e
     "${CONTEXT_SET[@]}" -o "$OUT/long")
 
 # 7-9. post-training: chat SFT (think and no_think), DPO on preference pairs, RLVR on math.
-SFT=$(stage sft sft "$LONG" chat="$DATA/chat/sft.jsonl" teacher="$DATA/chat/sft_mismatched.jsonl" \
+SFT=$(stage sft sft model="$LONG" chat="$DATA/chat/sft.jsonl" teacher="$DATA/chat/sft_mismatched.jsonl" \
     -c "$R/sft.yaml" "${SFT_SET[@]}" -o "$OUT/sft")
 DPO=$(stage dpo dpo model="$SFT" "$DATA/prefs/dpo.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
 RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
