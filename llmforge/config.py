@@ -197,6 +197,8 @@ def _build(cls: type, data: dict, prefix: str, where: _Where) -> Any:
             close = difflib.get_close_matches(str(name), list(fields), n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             raise where.error(key, f"unknown key{hint}")
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]):
+            value = _merge(_default_dict(fields[name]), value)
         kwargs[name] = _coerce(value, hints[name], key, where)
     try:
         return cls(**kwargs)
@@ -204,6 +206,16 @@ def _build(cls: type, data: dict, prefix: str, where: _Where) -> Any:
         raise where.error(prefix + e.key, str(e).split(": ", 1)[-1]) from None
     except TypeError as e:  # a required field is missing
         raise where.error(prefix.rstrip(".") or cls.__name__, str(e)) from None
+
+
+def _default_dict(f: dataclasses.Field) -> dict:
+    """A nested section's default instance as a dict, so user keys override it key by key."""
+    if f.default is not _MISSING and dataclasses.is_dataclass(f.default):
+        return to_dict(f.default)
+    if f.default_factory is not _MISSING:
+        value = f.default_factory()
+        return to_dict(value) if dataclasses.is_dataclass(value) else {}
+    return {}
 
 
 def load(

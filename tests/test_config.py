@@ -62,6 +62,17 @@ def test_wrong_type_and_impossible_value(tmp_path):
         config.load(Cfg, None, ["weights.a=yes please"])
 
 
+@dataclass(frozen=True)
+class Outer:
+    optim: Optim = param(Optim(lr=0.5, betas=(0.1, 0.2)), "a non-default nested instance")
+
+
+def test_nested_override_keeps_the_parent_default_instance():
+    cfg = config.load(Outer, None, ["optim.betas=[0.3, 0.4]"])
+    assert cfg.optim.lr == 0.5 and cfg.optim.betas == (0.3, 0.4)
+    assert config.load(Outer).optim.lr == 0.5
+
+
 def test_exponent_without_dot_is_a_float():
     assert config.load(Optim, None, ["lr=3e-3"]).lr == 0.003
 
