@@ -5,6 +5,7 @@ robustly at this size. A second run must be all cache hits."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,13 @@ STAGE_DIRS = (
 
 
 def run_pipeline(out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    venv_bin = str(Path(sys.executable).parent)  # the pipeline calls `llmforge` and `python`
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+    }
     return subprocess.run(
         ["bash", str(ROOT / "recipes/tiny/pipeline.sh"), "smoke", str(out)],
         cwd=ROOT,

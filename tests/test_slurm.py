@@ -4,6 +4,7 @@
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def test_job_array_runs_every_task(local_slurm, tmp_path, tiny_corpus):
     cmds = tmp_path / "cmds.txt"
     cmds.write_text(
         "".join(
-            f"{shutil.which('python')} -m stages.app tokenize m={tiny_corpus['math']} "
+            f"{sys.executable} -m stages.app tokenize m={tiny_corpus['math']} "
             f"-o {tmp_path}/p{i} -s vocab_size=320 -s seed={i} -q\n"
             for i in range(n)
         )
