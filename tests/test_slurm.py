@@ -109,7 +109,7 @@ def wait_jobs(jobs: list[str], timeout: float = 240) -> None:
 def cli(*args) -> tuple[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        ["python", "-m", "stages.app", *map(str, args)],
+        [sys.executable, "-m", "stages.app", *map(str, args)],
         cwd=ROOT,
         env=env,
         capture_output=True,
