@@ -82,6 +82,11 @@ class LongContextSection:
     depths: list[float] = param([0.0, 0.5, 1.0], "needle depths (0 = start, 1 = end)")
     trials: int = param(2, "haystacks per (length, depth)")
     distractors: int = param(4, "wrong secrets the right one is ranked against")
+    beyond_context: bool = param(
+        False,
+        "also probe lengths past a model's declared context (RoPE models still run there), "
+        "to show what context extension buys",
+    )
 
     def __post_init__(self):
         for p in self.probes:
@@ -165,7 +170,13 @@ def build_plan(cfg: Config, inputs: Inputs) -> suite.Plan:
             cfg.batch_size,
         ),
         probes=longctx.ProbeConfig(
-            tuple(lc.probes), tuple(lc.lengths), tuple(lc.depths), lc.trials, lc.distractors, b.seed
+            tuple(lc.probes),
+            tuple(lc.lengths),
+            tuple(lc.depths),
+            lc.trials,
+            lc.distractors,
+            b.seed,
+            lc.beyond_context,
         )
         if "long_context" in cfg.tasks
         else None,

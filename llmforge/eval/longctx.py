@@ -61,6 +61,7 @@ class ProbeConfig:
     trials: int = 2
     distractors: int = 4
     seed: int = 0
+    beyond_context: bool = False  # also probe lengths past the declared context
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def max_length(model) -> int | None:
 def run_probes(model, tokenizer, cfg: ProbeConfig) -> tuple[list[dict], dict]:
     """Every trial record, and the per-probe summary by length (skipping lengths too long)."""
     limit = max_length(model)
-    lengths = [n for n in cfg.lengths if limit is None or n + 16 <= limit]
+    lengths = [n for n in cfg.lengths if cfg.beyond_context or limit is None or n + 16 <= limit]
     skipped = [n for n in cfg.lengths if n not in lengths]
     if skipped:
         log.warn(f"long-context probes skip lengths {skipped}: the model's context is {limit}")
