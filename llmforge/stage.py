@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -339,7 +338,7 @@ def run_cli(fn: Callable[[], Path | None], quiet: bool = False) -> None:
     except LLMForgeError as e:
         log.error(str(e))
         if isinstance(e, RunFailed) and e.__cause__ is not None and not quiet:
-            log.console.print_exception(show_locals=False) if sys.exc_info()[0] else None
+            log.console.print_exception(show_locals=False)  # the crash, for the bug report
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         log.error("interrupted; the partial run is kept and resumes on re-run")
