@@ -12,8 +12,15 @@ def row(stage, math_loss=None, math_acc=None, fmt=None, passkey=None):
         tasks["format"] = {"all": {"avg@4": fmt}}
     loss = {"per_domain": {"math": {"loss": math_loss}}} if math_loss is not None else {}
     ctx = {"passkey": {"256": {"accuracy": 0.0, "logprob": passkey}}} if passkey else {}
-    return Row(label=stage, stage=stage, path="", loss=loss, tasks=tasks, long_context=ctx,
-               val_curve=[(0, 6.0), (100, 4.0)] if stage == "pretrain" else [])
+    return Row(
+        label=stage,
+        stage=stage,
+        path="",
+        loss=loss,
+        tasks=tasks,
+        long_context=ctx,
+        val_curve=[(0, 6.0), (100, 4.0)] if stage == "pretrain" else [],
+    )
 
 
 def test_verdicts_say_what_improved_and_what_did_not():
