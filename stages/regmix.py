@@ -2,10 +2,12 @@
 
     llmforge regmix TOKENS -c recipes/tiny/regmix.yaml -o artifacts/mixture
     llmforge regmix TOKENS -s proposals.n_proxies=512 -s slurm.enabled=true   # job array
+    llmforge regmix TOKENS eval=EVAL -s 'target.metrics={loss.per_domain.math.bpb: 1}'
 
 RegMix (arXiv 2407.01492): train K small proxy models on random mixtures drawn from a
 Dirichlet around the natural token shares (within per-domain caps and epoch limits), fit a
-regression from mixture to target (validation loss), and publish the mixture the fitted
+regression from mixture to target (validation loss, and/or metrics of an eval artifact's
+suite run on every proxy), and publish the mixture the fitted
 model likes best (the mean of the top-k of many scored samples). Proxy results live in
 the run's work directory, so a re-run after a crash trains only the missing proxies.
 See docs/stages/regmix.md.
@@ -20,6 +22,7 @@ import numpy as np
 from llmforge import log
 from llmforge.artifact import Run
 from llmforge.config import param
+from llmforge.errors import BadInput
 from llmforge.regmix import proposals as props
 from llmforge.regmix.config import (
     FitConfig,
@@ -29,8 +32,9 @@ from llmforge.regmix.config import (
     SolveConfig,
     TargetConfig,
 )
+from llmforge.regmix.evalsuite import check_metrics, suite_spec
 from llmforge.regmix.search import ProxyRunner, data_stats, fit_and_solve, write_payload
-from llmforge.regmix.target import proxy_target, target_weights
+from llmforge.regmix.target import Target, proxy_target, target_weights
 from llmforge.stage import Inputs, Role, Stage
 
 
@@ -53,9 +57,10 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     p = cfg.proposals
     prior = props.make_prior(stats.tokens, cfg.proxy.tokens, p.concentration, p.max_epochs,
                              p.caps)  # fmt: skip
-    weights = target_weights(cfg.target.domain_weights, stats.domains)
+    target = Target(target_weights(cfg.target.domain_weights, stats.domains),
+                    cfg.target.loss_weight, cfg.target.metrics)  # fmt: skip
     runner = ProxyRunner(out.work / "proxies", paths, prior, cfg.proxy, cfg.slurm,
-                         stats.vocab_size)  # fmt: skip
+                         stats.vocab_size, eval_suite(cfg, inputs, paths[0]))  # fmt: skip
     shares = props.sample(prior, p.n_proxies, np.random.default_rng([p.seed, 0]))
     tasks = [runner.task(f"{i:04d}", s) for i, s in enumerate(shares)]
     results = runner.train(tasks)
@@ -63,20 +68,20 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     if cfg.solve.target_tokens:
         solve_prior = props.with_budget(prior, stats.tokens, cfg.solve.target_tokens,
                                         p.max_epochs, p.caps)  # fmt: skip
-    fit, chosen, y = fit_and_solve(results, weights, solve_prior, cfg.fit, cfg.solve.samples,
+    fit, chosen, y = fit_and_solve(results, target, solve_prior, cfg.fit, cfg.solve.samples,
                                    cfg.solve.top_k, p.seed)  # fmt: skip
     uniform = np.full(len(stats.domains), 1 / len(stats.domains))
     mixtures = {"chosen": chosen, "natural": prior.natural, "uniform": uniform}
     predicted = {k: float(fit.predict(v[None])[0]) for k, v in mixtures.items()}
     metrics = summary(fit, predicted, y, results, stats.domains, chosen)
     if cfg.confirm:
-        metrics["confirm"] = confirm(runner, weights, chosen, prior.natural)
+        metrics["confirm"] = confirm(runner, target, chosen, prior.natural)
     payload = {
         "weights": props.as_dict(stats.domains, chosen),
         "weights_are": "token shares (the share of training tokens from each domain)",
         "prior": {**prior.to_dict(), "solver_upper": props.as_dict(
             stats.domains, solve_prior.upper) if cfg.solve.target_tokens else None},
-        "target": {"kind": "weighted validation loss (nats/token)", "domain_weights": weights},
+        "target": target.describe(),
         **{k: metrics[k] for k in ("fit", "model", "predicted_target")},
         "confirm": metrics.get("confirm"),
     }  # fmt: skip
@@ -105,11 +110,30 @@ def summary(fit, predicted, y, results, domains, chosen) -> dict:
     }
 
 
-def confirm(runner: ProxyRunner, weights: dict, chosen: np.ndarray, natural: np.ndarray) -> dict:
+def eval_suite(cfg: Config, inputs: Inputs, tokens) -> dict | None:
+    """The eval= artifact's suite as a proxy task spec, after checking the target metrics."""
+    ref = inputs.get("eval")
+    if ref is None:
+        if cfg.target.metrics:
+            raise BadInput(
+                "config key 'target.metrics' needs an eval= input: the eval artifact whose "
+                "suite is run on every proxy"
+            )
+        return None
+    if not cfg.target.metrics:
+        raise BadInput(
+            f"eval={ref.path} is given but 'target.metrics' is empty: name the metrics to "
+            "target, e.g. -s 'target.metrics={loss.per_domain.math.bpb: 1}'"
+        )
+    check_metrics(cfg.target.metrics, ref.path)
+    return suite_spec(ref, tokens / "tokenizer")
+
+
+def confirm(runner: ProxyRunner, target: Target, chosen: np.ndarray, natural: np.ndarray) -> dict:
     """Train one proxy on the chosen and one on the natural mixture; report their targets."""
     tasks = [runner.task("confirm-chosen", chosen), runner.task("confirm-natural", natural)]
     results = runner.train(tasks)
-    got = [proxy_target(r, weights) for r in results]
+    got = [proxy_target(r, target) for r in results]
     per_domain = {k: r["val_loss_per_domain"] for k, r in zip(("chosen", "natural"), results)}
     verdict = {"chosen": got[0], "natural": got[1], "chosen_beats_natural": got[0] < got[1],
                "per_domain": per_domain}  # fmt: skip
@@ -123,7 +147,15 @@ STAGE = Stage(
     kind="mixture",
     config=Config,
     run=run,
-    roles={"tokens": Role(kinds=("tokens",), min=1, max=None, help="multi-domain data")},
+    roles={
+        "tokens": Role(kinds=("tokens",), min=1, max=None, help="multi-domain data"),
+        "eval": Role(
+            kinds=("eval",),
+            min=0,
+            max=1,
+            help="eval artifact whose suite runs on every proxy (target.metrics)",
+        ),
+    },  # fmt: skip
     default_role="tokens",
     help="Find the data mixture with small proxy models and a regression (RegMix).",
 )

@@ -79,13 +79,27 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """What the mixture should minimise: a weighted mean of per-domain validation losses.
+    """What the mixture should minimise, per proxy:
 
-    target = sum_d w_d * val_loss_d / sum_d w_d, in nats per token, on the tokens' val split.
+    target = loss_weight * sum_d w_d * val_loss_d / sum_d w_d  +  sum_m metrics[m] * value_m
+
+    The first part is the validation loss (nats/token) on the tokens' val split. The second
+    takes figures from the suite of an `eval=` artifact, run on every proxy: `m` is a
+    dotted path into a model entry of that artifact's results.json, e.g.
+    `loss.per_domain.math.bpb` or `tasks.math.all.avg@4`. The target is minimised, so give
+    higher-is-better metrics a negative weight (OLMo 3 mixes bits-per-byte with task scores).
     """
 
     domain_weights: dict[str, float] = param(
         {}, "domain -> weight of its validation loss (empty: equal over all domains)"
+    )
+    loss_weight: float = param(
+        1.0, "weight of the validation-loss part (0: only the eval metrics count)"
+    )
+    metrics: dict[str, float] = param(
+        {},
+        "eval metric path -> weight, from the eval= artifact's results.json (negative for "
+        "higher-is-better metrics such as accuracy)",
     )
 
     def __post_init__(self):
@@ -93,6 +107,14 @@ class TargetConfig:
             check(w >= 0, f"domain_weights.{domain}", "must be >= 0")
         if self.domain_weights:
             check(sum(self.domain_weights.values()) > 0, "domain_weights", "must not all be 0")
+        check(self.loss_weight >= 0, "loss_weight", "must be >= 0")
+        for path, w in self.metrics.items():
+            check(w != 0, f"metrics.{path}", "a weight of 0 does nothing; drop the metric")
+        check(
+            self.loss_weight > 0 or bool(self.metrics),
+            "loss_weight",
+            "is 0 and no metrics are set: the target would be constant",
+        )
 
 
 @dataclass(frozen=True)

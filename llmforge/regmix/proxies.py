@@ -28,10 +28,11 @@ def result_path(task: Path) -> Path:
 
 
 def write_task(folder: Path, name: str, weights: dict[str, float], tokens: list[Path],
-               proxy: ProxyConfig, vocab_size: int) -> Path:  # fmt: skip
+               proxy: ProxyConfig, vocab_size: int, eval_spec: dict | None = None) -> Path:  # fmt: skip
     """Describe one proxy run in a JSON file a worker process (or array task) can execute.
 
-    `weights` are token shares, the unit the pretrain loader reads.
+    `weights` are token shares, the unit the pretrain loader reads; `eval_spec` (from
+    `evalsuite.suite_spec`) is an eval suite to run on the trained proxy.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model = replace(proxy.model, vocab_size=vocab_size)
@@ -40,6 +41,7 @@ def write_task(folder: Path, name: str, weights: dict[str, float], tokens: list[
         "weights": weights,
         "tokens": [str(p) for p in tokens],
         "proxy": configlib.to_dict(replace(proxy, model=model)),
+        "eval": eval_spec,
     }
     path = folder / f"{name}.task.json"
     _write_json(path, task)
@@ -98,7 +100,7 @@ def run_task(task_path: str | Path) -> dict:
     started = time.perf_counter()
     seed_everything(proxy.seed)
     model = GPT(proxy.model)
-    _, metrics = train_model(model, train_spec(task, proxy), scratch)
+    model, metrics = train_model(model, train_spec(task, proxy), scratch)
     result = {
         "name": task["name"],
         "weights": task["weights"],
@@ -108,11 +110,22 @@ def run_task(task_path: str | Path) -> dict:
         "domain_shares": metrics["domain_shares"],
         "tokens": metrics["tokens"],
         "params": metrics["params"],
-        "seconds": round(time.perf_counter() - started, 3),
     }
+    if task.get("eval"):
+        result["eval"] = _evaluate(model, task, scratch.dir)
+    result["seconds"] = round(time.perf_counter() - started, 3)
     _write_json(result_path(task_path), result)
     shutil.rmtree(scratch.dir, ignore_errors=True)
     return result
+
+
+def _evaluate(model, task: dict, scratch: Path) -> dict:
+    """Export the proxy with the tokens' tokenizer and run the eval suite on it."""
+    from llmforge.model.hf import export_hf
+    from llmforge.regmix.evalsuite import evaluate_proxy
+
+    export_hf(model, scratch / "model", Path(task["tokens"][0]) / "tokenizer")
+    return evaluate_proxy(scratch / "model", task["eval"], scratch / "samples")
 
 
 def _init_worker(threads: int) -> None:

@@ -16,7 +16,7 @@ from llmforge.regmix import proposals as props
 from llmforge.regmix import proxies, regression, solver
 from llmforge.regmix.config import FitConfig, ProxyConfig, ProxySlurmConfig
 from llmforge.regmix.plots import report_png
-from llmforge.regmix.target import proxy_target
+from llmforge.regmix.target import Target, proxy_target
 
 MIXTURE_FILE = "mixture.json"
 PROXIES_FILE = "proxies.jsonl"
@@ -45,14 +45,15 @@ class ProxyRunner:
     """Writes proxy tasks for token-share mixtures and trains them locally or on Slurm."""
 
     def __init__(self, folder: Path, paths: list[Path], prior: props.Prior, proxy: ProxyConfig,
-                 slurm: ProxySlurmConfig, vocab_size: int):  # fmt: skip
+                 slurm: ProxySlurmConfig, vocab_size: int, eval_spec: dict | None = None):  # fmt: skip
         self.folder, self.paths, self.prior = folder, paths, prior
         self.proxy, self.slurm, self.vocab_size = proxy, slurm, vocab_size
+        self.eval_spec = eval_spec
 
     def task(self, name: str, shares: np.ndarray) -> Path:
         weights = props.as_dict(self.prior.domains, shares, 8)
         return proxies.write_task(self.folder, name, weights, self.paths, self.proxy,
-                                  self.vocab_size)  # fmt: skip
+                                  self.vocab_size, self.eval_spec)  # fmt: skip
 
     def train(self, tasks: list[Path]) -> list[dict]:
         if self.slurm.enabled:
@@ -66,11 +67,11 @@ def features(results: list[dict], domains: list[str]) -> np.ndarray:
     return np.array([[r["weights"].get(d, 0.0) for d in domains] for r in results])
 
 
-def fit_and_solve(results: list[dict], weights: dict[str, float], prior: props.Prior,
+def fit_and_solve(results: list[dict], target: Target, prior: props.Prior,
                   fit_cfg: FitConfig, samples: int, top_k: int, seed: int):  # fmt: skip
     """(fit, chosen token shares, targets of the proxies)."""
     x = features(results, prior.domains)
-    y = np.array([proxy_target(r, weights) for r in results])
+    y = np.array([proxy_target(r, target) for r in results])
     fit = regression.fit(x, y, fit_cfg)
     rng = np.random.default_rng([seed, 1])
     chosen, _ = solver.solve(fit.predict, prior, samples, top_k, rng)
