@@ -124,11 +124,20 @@ class Config:
     decontam: DecontamSection = param(DecontamSection(), "n-gram decontamination check")
     harness: HarnessSection = param(HarnessSection(), "lm-evaluation-harness bridge")
     report: bool = param(True, "write report/ (table, PNG plots, HTML)")
+    sample: bool = param(
+        True, "sample completions for tasks and verify them (avg@n, pass@k); false: only "
+        "answer_bpb, which is cheap (one forward pass per item)",
+    )  # fmt: skip
+    answer_bpb: bool = param(
+        True, "score each task also by the bits-per-byte of its gold answer given the prompt "
+        "(math/numeric/exact rows); unlike accuracy it moves for small models (OLMo 3)",
+    )  # fmt: skip
 
     def __post_init__(self):
         for t in self.tasks:
             check(t in BUILTINS, "tasks", f"unknown task '{t}'; built-ins: {', '.join(BUILTINS)}")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.sample or self.answer_bpb, "sample", "sample and answer_bpb are both off")
 
 
 def build_plan(
@@ -185,6 +194,8 @@ def build_plan(
         backend=cfg.backend,
         batch_size=cfg.batch_size,
         device=cfg.device,
+        sample=cfg.sample,
+        answer_bpb=cfg.answer_bpb,
     )
 
 

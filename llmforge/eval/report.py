@@ -142,8 +142,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         overall = r.loss.get("overall", {})
         line = [r.label, r.stage, _num(overall.get("loss")), _num(overall.get("bpb"))]
         for t in tasks:
-            head = headline(r.tasks[t]) if t in r.tasks else None
-            line.append(f"{head[1]:.3f} ({head[0]})" if head else "-")
+            line.append(_task_cell(r.tasks.get(t, {})))
         for t in harness:
             line.append(_harness_cell(r.harness.get(t, {})))
         for p in probes:
@@ -151,6 +150,15 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         line.append(str(r.contaminated))
         cells.append(line)
     return header, cells
+
+
+def _task_cell(metrics: dict) -> str:
+    """'0.250 (avg@4), answer 1.93 bpb': the sampled score and the gold answer's bpb."""
+    head = headline(metrics)
+    parts = [f"{head[1]:.3f} ({head[0]})"] if head else []
+    if metrics.get("answer_bpb") is not None:
+        parts.append(f"answer {metrics['answer_bpb']:.3f} bpb")
+    return ", ".join(parts) or "-"
 
 
 def _num(value) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmforge import log
-from llmforge.eval import contamination, generative, longctx
+from llmforge.eval import answer_loss, contamination, generative, longctx
 from llmforge.eval import loss as losslib
 from llmforge.eval.harness import HarnessConfig, run_harness
 from llmforge.eval.tasks import TaskSet, prompt_text
@@ -35,6 +35,8 @@ class Plan:
     harness_include: Path | None = None
     backend: str = "transformers"
     batch_size: int = 16
+    sample: bool = True  # generate and verify completions for tasks
+    answer_bpb: bool = True  # bits-per-byte of each task's gold answer
     device: str = "cpu"
 
 
@@ -78,16 +80,10 @@ def evaluate_model(path: Path, manifest: dict, plan: Plan, samples_dir: Path) ->
     if plan.tokens_path is not None or plan.texts:
         entry["loss"] = _loss(model, tokenizer, plan)
     if plan.tasks:
-        report = _decontaminate(path, plan)
+        report = _decontaminate(path, plan) if plan.sample else None
         if report is not None:
             entry["contamination"] = report.to_json()
-        generator = make_generator(path, plan, model, tokenizer)
-        entry["tasks"] = {}
-        for task in plan.tasks:
-            result = generative.run_task(generator, task, plan.sampling)
-            flagged = report.ids(task.name) if report else set()
-            entry["tasks"][task.name] = generative.task_metrics(result, plan.sampling.ks, flagged)
-            write_jsonl(samples_dir / f"{task.name}.jsonl", result.records)
+        entry["tasks"] = _tasks(path, plan, model, tokenizer, samples_dir, report)
     if plan.probes is not None:
         records, summary = longctx.run_probes(model, tokenizer, plan.probes)
         entry["long_context"] = summary
@@ -98,6 +94,25 @@ def evaluate_model(path: Path, manifest: dict, plan: Plan, samples_dir: Path) ->
         for task, rows in per_task.items():
             write_jsonl(samples_dir / f"harness_{task}.jsonl", rows)
     return entry
+
+
+def _tasks(path: Path, plan: Plan, model, tokenizer, samples_dir: Path,
+           report: contamination.Report | None) -> dict:  # fmt: skip
+    """Per task: sampled scores (avg@n, pass@k) and the gold answer's bits-per-byte."""
+    generator = make_generator(path, plan, model, tokenizer) if plan.sample else None
+    out: dict = {}
+    for task in plan.tasks:
+        metrics: dict = {}
+        if generator is not None:
+            result = generative.run_task(generator, task, plan.sampling)
+            flagged = report.ids(task.name) if report else set()
+            metrics = generative.task_metrics(result, plan.sampling.ks, flagged)
+            write_jsonl(samples_dir / f"{task.name}.jsonl", result.records)
+        if plan.answer_bpb:
+            metrics.update(answer_loss.task_answer_bpb(model, tokenizer, task.rows,
+                                                       plan.batch_size))  # fmt: skip
+        out[task.name] = metrics
+    return out
 
 
 def _loss(model, tokenizer, plan: Plan) -> dict:
