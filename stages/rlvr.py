@@ -11,7 +11,6 @@ resume where the last one stopped. See docs/stages/rlvr.md.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -20,21 +19,16 @@ from llmforge.artifact import Run
 from llmforge.errors import RunFailed
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import read_prompts
+from llmforge.post.trl_bridge import LoraArgs, load_model, publish_model
 from llmforge.stage import Inputs, Role, Stage
 
-MODEL_JSON = "llmforge_model.json"
 Config = RLConfig
 
 
 def load_policy(path: Path):
     """Model (fp32, train mode) and tokenizer of a `model` artifact."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import llmforge.model.hf  # noqa: F401  (registers the custom llmforge class)
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    return model.train(), AutoTokenizer.from_pretrained(str(path))
+    model, tokenizer = load_model(path)
+    return model.float().train(), tokenizer
 
 
 def make_generator(cfg: Config, model, tokenizer, path: Path):
@@ -136,13 +130,6 @@ def summarize(history: list[dict], seconds: float) -> dict:
     }
 
 
-def publish(model, tokenizer, source: Path, out_dir: Path) -> None:
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir))
-    if (source / MODEL_JSON).is_file():
-        shutil.copy2(source / MODEL_JSON, out_dir / MODEL_JSON)
-
-
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     import torch
 
@@ -161,7 +148,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     # Summarise the whole run from metrics.jsonl, so a resumed run reports every step.
     lines = (out.dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     history = [m for m in map(json.loads, lines) if "step" in m]
-    publish(model, tokenizer, model_ref.path, out.dir)
+    publish_model(model, tokenizer, model_ref.path, out.dir, LoraArgs())  # full fine-tuning
     return {"prompts": len(rows), **filter_metrics, **summarize(history, time.time() - t0)}
 
 
