@@ -47,9 +47,17 @@ class LossSection:
     batch_size: int = param(8, "windows per forward pass")
     max_tokens: int = param(100_000, "at most this many tokens per domain")
     text_field: str = param("text", "JSON field holding the text of text= inputs")
+    lengths: list[int] = param(
+        [], "also report the overall loss on windows of these lengths (by_length), e.g. 2x "
+        "the trained context to show what context extension buys",
+    )  # fmt: skip
+    beyond_context: bool = param(
+        False, "measure lengths past a model's declared context too (RoPE models run there)"
+    )
 
     def __post_init__(self):
         check(self.seq_len >= 2, "seq_len", "must be >= 2")
+        check(all(n >= 2 for n in self.lengths), "lengths", "every length must be >= 2")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.max_tokens >= 2, "max_tokens", "must be >= 2")
 
@@ -167,7 +175,13 @@ def build_plan(
     return suite.Plan(
         tokens_path=tokens,
         texts=read_texts(texts, cfg.loss.text_field),
-        loss=losslib.LossConfig(cfg.loss.seq_len, cfg.loss.batch_size, cfg.loss.max_tokens),
+        loss=losslib.LossConfig(
+            cfg.loss.seq_len,
+            cfg.loss.batch_size,
+            cfg.loss.max_tokens,
+            tuple(cfg.loss.lengths),
+            cfg.loss.beyond_context,
+        ),  # fmt: skip
         tasks=task_sets,
         sampling=generative.Sampling(
             s.n,

@@ -27,6 +27,8 @@ class LossConfig:
     seq_len: int = 256
     batch_size: int = 8
     max_tokens: int = 100_000
+    lengths: tuple[int, ...] = ()  # also the overall loss at these window lengths
+    beyond_context: bool = False  # run lengths past the model's declared context
 
 
 def windows(stream: np.ndarray, seq_len: int) -> list[np.ndarray]:

@@ -211,6 +211,18 @@ def probe_logprob(probe: str, length: int) -> Callable[[Row], float | None]:
     return lambda row: (row.long_context.get(probe, {}).get(str(length)) or {}).get("logprob")
 
 
+def loss_at_length(length: int) -> Callable[[Row], float | None]:
+    return lambda row: (row.loss.get("by_length", {}).get(str(length)) or {}).get("loss")
+
+
+def _longest_common_loss_length(rows: list[Row], a: str, b: str) -> int | None:
+    ra, rb = _row_of(rows, a), _row_of(rows, b)
+    if ra is None or rb is None:
+        return None
+    lengths = set(ra.loss.get("by_length", {})) & set(rb.loss.get("by_length", {}))
+    return max((int(x) for x in lengths), default=None)
+
+
 def dpo_verdict(arts: dict) -> list[Verdict]:
     out = []
     for _, manifest in arts.get("dpo", []):
@@ -249,6 +261,10 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
             + " -> "
             + _probe_acc(rows, "context-extend", length),
         )
+    window = _longest_common_loss_length(rows, "midtrain", "context-extend")
+    if window:
+        out += compare(rows, "midtrain", "context-extend", f"val loss on {window}-token windows",
+                       loss_at_length(window), False)  # fmt: skip
     out += compare(
         rows,
         "context-extend",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmforge import log
@@ -116,19 +116,44 @@ def _tasks(path: Path, plan: Plan, model, tokenizer, samples_dir: Path,
 
 
 def _loss(model, tokenizer, plan: Plan) -> dict:
+    per_domain = _domain_losses(model, tokenizer, plan, plan.loss)
+    out = {
+        "per_domain": per_domain,
+        "overall": losslib.overall(per_domain),
+        "seq_len": plan.loss.seq_len,
+    }
+    lengths = _loss_lengths(model, plan.loss)
+    if lengths:
+        out["by_length"] = {
+            str(n): losslib.overall(
+                _domain_losses(model, tokenizer, plan, replace(plan.loss, seq_len=n))
+            )
+            for n in lengths
+        }
+    return out
+
+
+def _domain_losses(model, tokenizer, plan: Plan, cfg: losslib.LossConfig) -> dict:
     per_domain = {}
     if plan.tokens_path is not None:
         from llmforge.data.tokens import TokenStore
 
         store = TokenStore(plan.tokens_path, "val")
-        per_domain.update(losslib.tokens_loss(model, tokenizer, store, plan.loss))
+        per_domain.update(losslib.tokens_loss(model, tokenizer, store, cfg))
     if plan.texts:
-        per_domain.update(losslib.text_loss(model, tokenizer, plan.texts, plan.loss))
-    return {
-        "per_domain": per_domain,
-        "overall": losslib.overall(per_domain),
-        "seq_len": plan.loss.seq_len,
-    }
+        per_domain.update(losslib.text_loss(model, tokenizer, plan.texts, cfg))
+    return per_domain
+
+
+def _loss_lengths(model, cfg: losslib.LossConfig) -> list[int]:
+    """The extra window lengths to measure; past the declared context only when asked."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if cfg.beyond_context or limit is None:
+        return list(cfg.lengths)
+    skipped = [n for n in cfg.lengths if n > limit]
+    if skipped:
+        log.warn(f"loss skips window lengths {skipped}: the model's context is {limit}")
+    return [n for n in cfg.lengths if n <= limit]
 
 
 def _decontaminate(path: Path, plan: Plan) -> contamination.Report | None:

@@ -43,3 +43,13 @@ def test_verdicts_say_what_improved_and_what_did_not():
 
 def test_missing_stages_give_no_rows():
     assert pipeline.verdicts([row("sft", math_acc=0.1)]) == []
+
+
+def test_context_extend_is_also_judged_by_loss_at_the_longest_common_window():
+    mid, long = row("midtrain"), row("context-extend")
+    mid.loss = {"by_length": {"128": {"loss": 2.0}, "256": {"loss": 3.5}}}
+    long.loss = {"by_length": {"128": {"loss": 2.1}, "256": {"loss": 2.6}, "512": {"loss": 3.0}}}
+    found = [v for v in pipeline.verdicts([mid, long]) if "windows" in v.measure]
+    assert [(v.measure.split(" (")[0], v.before, v.after, v.improved) for v in found] == [
+        ("val loss on 256-token windows", "3.5", "2.6", True)
+    ]
