@@ -74,6 +74,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     mixtures = {"chosen": chosen, "natural": prior.natural, "uniform": uniform}
     predicted = {k: float(fit.predict(v[None])[0]) for k, v in mixtures.items()}
     metrics = summary(fit, predicted, y, results, stats.domains, chosen)
+    metrics["target"] = target.describe()["kind"]
     if cfg.confirm:
         metrics["confirm"] = confirm(runner, target, chosen, prior.natural)
     payload = {

@@ -136,11 +136,12 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
             f"weights {_fmt_weights(m.get('weights') or {})}; {m.get('model')} fit, "
             f"CV Spearman {_num(m.get('spearman'))} over {m.get('n_proxies')} proxies"
         )
+        target = _short_target(m.get("target"))
         if confirm:
             out.append(
                 Verdict(
                     "regmix",
-                    "val loss of a confirmation proxy: natural -> chosen mix",
+                    f"{target} of a confirmation proxy: natural -> chosen mix",
                     _num(confirm.get("natural")),
                     _num(confirm.get("chosen")),
                     bool(confirm.get("chosen_beats_natural")),
@@ -151,7 +152,7 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
             out.append(
                 Verdict(
                     "regmix",
-                    "predicted val loss: natural -> chosen mix (no confirm run)",
+                    f"predicted {target}: natural -> chosen mix (no confirm run)",
                     _num(predicted.get("natural")),
                     _num(predicted.get("chosen")),
                     None,
@@ -159,6 +160,15 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
                 )
             )
     return out
+
+
+def _short_target(kind: str | None) -> str:
+    """'val loss', 'eval metrics' or both, from the regmix metrics' target description."""
+    parts = [
+        short for words, short in (("validation loss", "val loss"), ("eval metrics", "eval metrics"))
+        if words in (kind or "validation loss")
+    ]  # fmt: skip
+    return " + ".join(parts) or "target"
 
 
 def pretrain_verdict(rows: list[Row]) -> list[Verdict]:

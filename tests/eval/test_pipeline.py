@@ -53,3 +53,15 @@ def test_context_extend_is_also_judged_by_loss_at_the_longest_common_window():
     assert [(v.measure.split(" (")[0], v.before, v.after, v.improved) for v in found] == [
         ("val loss on 256-token windows", "3.5", "2.6", True)
     ]
+
+
+def test_regmix_verdict_names_the_target_it_confirmed():
+    def arts(target):
+        m = {"confirm": {"natural": 5.2, "chosen": 5.1, "chosen_beats_natural": True},
+             "weights": {"math": 1.0}, "target": target}  # fmt: skip
+        return {"regmix": [("mix", {"metrics": m})]}
+
+    (old,) = pipeline.regmix_verdict(arts(None))  # artifacts from before targets were named
+    assert old.measure.startswith("val loss of a confirmation proxy") and old.improved
+    (new,) = pipeline.regmix_verdict(arts("weighted eval metrics of the eval= suite"))
+    assert new.measure.startswith("eval metrics of a confirmation proxy")
