@@ -2,11 +2,13 @@
 
 A tiny or early model samples almost no correct answers, so avg@n sits at 0 and cannot
 rank two models (or two RegMix proxies). OLMo 3 makes its small-scale data decisions on
-the bits-per-byte of the correct answer instead, and so can we: for every row whose
-reference is an answer string (math, numeric and exact verifiers), the gold completion
-is scored token by token after the prompt. Math answers are scored as `\\boxed{REF}`, the
-form our SFT data and verifiers use. Chat prompts are rendered in no_think mode, so the
-answer follows the (empty) think block directly. Lower is better.
+the bits-per-byte of the correct answer instead, and so can we: for every plain-completion
+row (`chat: false`) whose reference is an answer string (math, numeric and exact
+verifiers), the gold completion is scored token by token after the prompt. Math answers
+are scored as `\\boxed{REF}`, the form our data and verifiers use. Chat rows are left out:
+a chat model reasons before it answers, so the likelihood of answering at once says little
+about it; score base models on plain prompts that end where the answer starts. Lower is
+better.
 """
 
 from __future__ import annotations
@@ -19,22 +21,16 @@ GOLD = {"math": "\\boxed{{{}}}", "numeric": "{}", "exact": "{}"}
 
 
 def gold_text(row: dict) -> str | None:
-    """The gold completion of a row, or None when it has no string answer (code, format)."""
+    """The gold completion of a row; None for chat rows and rows without a string answer."""
     template, ref = GOLD.get(row["verifier"]), row.get("reference")
-    if template is None or not isinstance(ref, str):
+    if row["chat"] or template is None or not isinstance(ref, str):
         return None
     return template.format(ref)
 
 
 def prompt_ids(tokenizer, row: dict) -> list[int]:
-    """Token ids of the prompt as a generation would see it (chat template when chat)."""
+    """Token ids of a plain prompt (message contents joined when it is a message list)."""
     prompt = row["prompt"]
-    if row["chat"] and tokenizer.chat_template:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return list(tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, enable_thinking=False,
-            return_dict=False,
-        ))  # fmt: skip
     text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 

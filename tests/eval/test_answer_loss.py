@@ -14,18 +14,19 @@ from stages.eval import STAGE
 from tests.conftest import write_jsonl
 
 ROWS = [
-    {"id": "a", "prompt": "12 + 30 = ?", "reference": "42", "verifier": "math", "chat": True},
+    {"id": "a", "prompt": "12 + 30 = ", "reference": "42", "verifier": "math", "chat": False},
     {"id": "b", "prompt": "the king and the queen " * 8, "reference": "7", "verifier": "numeric",
      "chat": False},
     {"id": "c", "prompt": "Say yes.", "reference": "yes", "verifier": "exact", "chat": False},
     {"id": "d", "prompt": "def f():", "reference": None, "verifier": "code", "chat": False},
     {"id": "e", "prompt": "Hi", "reference": "think", "verifier": "format", "chat": True},
+    {"id": "f", "prompt": "12 + 30 = ?", "reference": "42", "verifier": "math", "chat": True},
 ]  # fmt: skip
 
 
-def test_only_rows_with_a_string_answer_have_a_gold_text():
+def test_only_plain_rows_with_a_string_answer_have_a_gold_text():
     golds = [answer_loss.gold_text(r) for r in ROWS]
-    assert golds == ["\\boxed{42}", "7", "yes", None, None]
+    assert golds == ["\\boxed{42}", "7", "yes", None, None, None]
 
 
 def test_batched_nll_equals_one_forward_per_row(tiny_model):
@@ -38,10 +39,9 @@ def test_batched_nll_equals_one_forward_per_row(tiny_model):
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
         want = -sum(float(logp[t - 1, ids[t]]) for t in range(start, len(ids)))
         assert got == pytest.approx(want, rel=1e-4)
-    # A chat row is rendered with the template: the gold answer follows the no_think header.
-    chat_ids, start, _ = scored[0]
-    assert tok.decode(chat_ids[start:]) == "\\boxed{42}"
-    assert "<|im_start|>assistant" in tok.decode(chat_ids[:start])
+    ids, start, n_bytes = scored[0]
+    assert tok.decode(ids[start:]) == "\\boxed{42}" and n_bytes == len("\\boxed{42}")
+    assert tok.decode(ids[:start]) == "12 + 30 = "
 
 
 def test_long_prompts_keep_their_end_and_the_whole_answer(tiny_model):
@@ -57,11 +57,11 @@ def test_task_answer_bpb_is_bits_over_bytes(tiny_model):
     n_bytes = len("\\boxed{42}") + 1 + 3
     assert got["answer_items"] == 3
     assert got["answer_bpb"] == pytest.approx(sum(nats) / math.log(2) / n_bytes, rel=1e-4)
-    assert answer_loss.task_answer_bpb(model, tok, ROWS[3:]) == {}
+    assert answer_loss.task_answer_bpb(model, tok, ROWS[3:]) == {}  # code, format, chat
 
 
 def test_eval_stage_without_sampling_reports_only_answer_bpb(tmp_path, tiny_model):
-    tasks = write_jsonl(tmp_path / "t.jsonl", ROWS[:3])
+    tasks = write_jsonl(tmp_path / "t.jsonl", ROWS[:3] + ROWS[5:])
     out = execute(STAGE, [str(tiny_model), f"task={tasks}"], sets=["sample=false", "report=false"],
                   out=tmp_path / "eval")  # fmt: skip
     entry = next(iter(json.loads((out / "results.json").read_text())["models"].values()))
