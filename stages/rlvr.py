@@ -18,7 +18,7 @@ from llmforge import log
 from llmforge.artifact import Run
 from llmforge.errors import RunFailed
 from llmforge.post.rl_config import RLConfig
-from llmforge.post.rl_data import read_prompts
+from llmforge.post.rl_data import assign_modes, read_prompts
 from llmforge.post.trl_bridge import LoraArgs, load_model, publish_model
 from llmforge.stage import Inputs, Role, Stage
 
@@ -139,6 +139,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
         torch.set_num_threads(cfg.threads)
     model_ref = inputs.one("model")
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
+    rows = assign_modes(rows, cfg.rollout.modes)
     model, tokenizer = load_policy(model_ref.path)
     generator = make_generator(cfg, model, tokenizer, model_ref.path)
     rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)

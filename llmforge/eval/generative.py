@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from llmforge import log
 from llmforge.eval.passk import avg_at_k, mean_pass_at_k
 from llmforge.eval.tasks import TaskSet
+from llmforge.gen.base import generate_in_modes
 from llmforge.post.rewards.answer import last_boxed
 from llmforge.post.rewards.dispatch import Correct
 
@@ -92,21 +93,19 @@ def _prompt(row: dict):
 
 
 def generate_rows(generator, rows: list[dict], sampling: Sampling, bar=None) -> list[list]:
-    """Completions for every row, batched, grouped by think mode (a chat template kwarg)."""
+    """Completions for every row, batched; each batch holds rows of one think mode."""
     n, temperature = sampling.effective()
     out: list[list | None] = [None] * len(rows)
     by_mode: dict[str | None, list[int]] = {}
     for i, row in enumerate(rows):
         by_mode.setdefault(row_mode(row), []).append(i)
-    base_kwargs = dict(getattr(generator, "template_kwargs", {}) or {})
     for mode, idx in by_mode.items():
-        if hasattr(generator, "template_kwargs"):
-            extra = {} if mode is None else {"enable_thinking": mode == "think"}
-            generator.template_kwargs = {**base_kwargs, **extra}
         for start in range(0, len(idx), sampling.batch_prompts):
             chunk = idx[start : start + sampling.batch_prompts]
-            got = generator.generate(
+            got = generate_in_modes(
+                generator,
                 [_prompt(rows[i]) for i in chunk],
+                [mode] * len(chunk),
                 n=n,
                 temperature=temperature,
                 top_p=sampling.top_p,
@@ -117,8 +116,6 @@ def generate_rows(generator, rows: list[dict], sampling: Sampling, bar=None) -> 
                 out[i] = completions
             if bar is not None:
                 bar.advance(len(chunk))
-    if hasattr(generator, "template_kwargs"):
-        generator.template_kwargs = base_kwargs
     return out  # type: ignore[return-value]
 
 

@@ -196,12 +196,19 @@ def compare(
     value: Callable[[Row], float | None],
     higher_is_better: bool,
     note: str = "",
+    slack: float = 0.0,
 ) -> list[Verdict]:
+    """One verdict row; with `slack`, a number that must be kept (not raised) may fall by it."""
     a, b = _row_of(rows, before), _row_of(rows, after)
     if a is None or b is None:
         return []
     va, vb = value(a), value(b)
-    improved = None if va is None or vb is None else (vb > va if higher_is_better else vb < va)
+    if va is None or vb is None:
+        improved = None
+    elif slack:
+        improved = vb >= va - slack if higher_is_better else vb <= va + slack
+    else:
+        improved = vb > va if higher_is_better else vb < va
     return [Verdict(after, f"{measure} ({before} -> {after})", _num(va), _num(vb), improved, note)]
 
 
@@ -289,6 +296,10 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
     out += dpo_verdict(arts)
     out += compare(rows, "sft", "rlvr", "math accuracy, avg@n sampled", task_score("math"), True)
     out += compare(rows, "sft", "rlvr", "math pass@k", task_score("math", "pass@"), True)
+    out += compare(
+        rows, "sft", "rlvr", "think/no_think format compliance kept", task_score("format"), True,
+        "kept = within 0.05; RL in one mode only can cost the other", slack=0.05,
+    )  # fmt: skip
     return out
 
 

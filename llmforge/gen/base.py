@@ -41,6 +41,33 @@ class Generator(Protocol):
     ) -> list[list[Completion]]: ...
 
 
+def generate_in_modes(generator: Generator, prompts: Sequence[Prompt],
+                      modes: Sequence[str | None], **sampling) -> list[list[Completion]]:  # fmt: skip
+    """`generator.generate` for prompts that each ask for a think mode ("think", "no_think"
+    or None for the template's default), in input order.
+
+    The mode is a chat-template argument (`enable_thinking`), one per generate call, so the
+    prompts are grouped by mode and the generator's `template_kwargs` set for each group.
+    """
+    out: list[list[Completion] | None] = [None] * len(prompts)
+    groups: dict[str | None, list[int]] = {}
+    for i, mode in enumerate(modes):
+        groups.setdefault(mode, []).append(i)
+    base = dict(getattr(generator, "template_kwargs", {}) or {})
+    try:
+        for mode, idx in groups.items():
+            if hasattr(generator, "template_kwargs"):
+                extra = {} if mode is None else {"enable_thinking": mode == "think"}
+                generator.template_kwargs = {**base, **extra}
+            got = generator.generate([prompts[i] for i in idx], **sampling)
+            for i, completions in zip(idx, got, strict=True):
+                out[i] = completions
+    finally:
+        if hasattr(generator, "template_kwargs"):
+            generator.template_kwargs = base
+    return out  # type: ignore[return-value]
+
+
 def render_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> str:
     """A message list through the tokenizer's chat template (with the generation prompt)."""
     if isinstance(prompt, str):

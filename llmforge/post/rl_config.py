@@ -70,6 +70,10 @@ class RolloutArgs:
     max_rounds: int = param(4, "sampling rounds per step when refilling")
     gen_batch_size: int = param(64, "sequences generated at once (transformers backend)")
     system_prompt: str | None = param(None, "system message for chat prompts")
+    modes: list[str] = param(
+        [], "think modes given in turn to prompts without a 'mode' (e.g. [think, no_think]: "
+        "train both modes of a hybrid reasoning model); empty: the chat template's default",
+    )  # fmt: skip
     sync_timeout_s: float = param(300.0, "vllm: deadline of a weight sync")
 
     def __post_init__(self):
@@ -84,6 +88,8 @@ class RolloutArgs:
         )
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         check(self.max_rounds >= 1, "max_rounds", "must be >= 1")
+        for mode in self.modes:
+            check(mode in ("think", "no_think"), "modes", f"'{mode}' is not think or no_think")
 
 
 @dataclass(frozen=True)

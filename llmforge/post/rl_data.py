@@ -1,7 +1,8 @@
 """RL prompt files: read and check the task/RL-prompt jsonl schema of docs/contract.md.
 
 Each row: `{"id", "prompt": str | messages, "reference", "tests", "verifier", "chat",
-"entry_point"}`. A chat row's prompt becomes a one-message user conversation.
+"entry_point"}` and an optional `mode` ("think" | "no_think", the chat template's
+`enable_thinking`). A chat row's prompt becomes a one-message user conversation.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from llmforge.errors import BadInput
 from llmforge.post.rewards.dispatch import VERIFIERS
+
+MODES = (None, "think", "no_think")
 
 
 def _check_row(row, path: str, line: int) -> dict:
@@ -30,6 +33,9 @@ def _check_row(row, path: str, line: int) -> dict:
         raise BadInput("a code row needs 'tests'", path=path, line=line)
     if verifier in ("math", "exact", "numeric") and row.get("reference") is None:
         raise BadInput(f"a {verifier} row needs 'reference'", path=path, line=line)
+    if row.get("mode") not in MODES:
+        raise BadInput(f"'mode' must be think, no_think or absent, got {row['mode']!r}",
+                       path=path, line=line)  # fmt: skip
     return {**row, "id": str(row.get("id", f"{Path(path).stem}-{line}")), "verifier": verifier}
 
 
@@ -50,6 +56,15 @@ def read_prompts(path: Path) -> list[dict]:
     if not rows:
         raise BadInput("no RL prompts found", path=str(path))
     return rows
+
+
+def assign_modes(rows: list[dict], modes: list[str]) -> list[dict]:
+    """Give rows without a `mode` the modes in turn (row i gets modes[i % len(modes)]), so
+    RL trains both halves of a hybrid reasoning model; empty `modes` leaves rows as they are."""
+    if not modes:
+        return rows
+    return [row if row.get("mode") else {**row, "mode": modes[i % len(modes)]}
+            for i, row in enumerate(rows)]  # fmt: skip
 
 
 def as_prompt(row: dict, system: str | None = None):

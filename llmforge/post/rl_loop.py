@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from llmforge.gen import TransformersGenerator
+from llmforge.gen.base import generate_in_modes
 from llmforge.post import grpo, rl_checkpoint, rl_sampling
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import as_prompt
@@ -96,8 +97,10 @@ class GRPOLoop:
     def rollouts(self, rows: list[dict], seed: int) -> list[Group]:
         r = self.cfg.rollout
         prompts = [as_prompt(row, r.system_prompt) for row in rows]
-        outs = self.generator.generate(
+        outs = generate_in_modes(
+            self.generator,
             prompts,
+            [row.get("mode") for row in rows],
             n=r.group_size,
             temperature=self.temperature(),
             top_p=r.top_p,
@@ -320,8 +323,10 @@ def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> lis
     verifier = build("correct", options={"code": {"timeout_s": cfg.reward.code_timeout_s}})
     r, k = cfg.rollout, cfg.filter.k
     prompts = [as_prompt(row, r.system_prompt) for row in rows]
-    outs = generator.generate(
+    outs = generate_in_modes(
+        generator,
         prompts,
+        [row.get("mode") for row in rows],
         n=k,
         temperature=r.temperature,
         top_p=r.top_p,

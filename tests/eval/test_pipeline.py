@@ -65,3 +65,12 @@ def test_regmix_verdict_names_the_target_it_confirmed():
     assert old.measure.startswith("val loss of a confirmation proxy") and old.improved
     (new,) = pipeline.regmix_verdict(arts("weighted eval metrics of the eval= suite"))
     assert new.measure.startswith("eval metrics of a confirmation proxy")
+
+
+def test_format_compliance_after_rl_is_judged_as_kept_within_slack():
+    def verdict(after):
+        rows = [row("sft", math_acc=0.1, fmt=0.90), row("rlvr", math_acc=0.2, fmt=after)]
+        (v,) = [v for v in pipeline.verdicts(rows) if "kept" in v.measure]
+        return v.improved
+
+    assert verdict(0.88) is True and verdict(0.95) is True and verdict(0.50) is False

@@ -7,7 +7,7 @@ import torch
 
 from llmforge.errors import BadInput
 from llmforge.post import rl_checkpoint
-from llmforge.post.rl_data import as_prompt, read_prompts
+from llmforge.post.rl_data import as_prompt, assign_modes, read_prompts
 from llmforge.post.rl_loop import PromptStream
 
 
@@ -39,6 +39,7 @@ def test_read_prompts_from_dir_with_defaults(tmp_path):
         ('{"prompt": "x", "verifier": "chess"}', "'verifier' must be one of"),
         ('{"prompt": "x", "verifier": "code"}', "needs 'tests'"),
         ("[1]", "JSON object"),
+        ('{"prompt": "x", "reference": "1", "mode": "thinking"}', "'mode' must be think"),
     ],
 )
 def test_bad_rows_name_file_and_line(tmp_path, line, message):
@@ -104,3 +105,10 @@ def test_trim_metrics(tmp_path):
         {"step": 1},
         {"step": 2},
     ]
+
+
+def test_assign_modes_alternates_and_keeps_a_row_s_own_mode():
+    rows = [{"id": str(i)} for i in range(4)] + [{"id": "own", "mode": "think"}]
+    got = [r.get("mode") for r in assign_modes(rows, ["think", "no_think"])]
+    assert got == ["think", "no_think", "think", "no_think", "think"]
+    assert assign_modes(rows, []) is rows

@@ -171,3 +171,13 @@ def test_difficulty_filter_keeps_the_interval(tiny_model, prompts, tmp_path, mon
         "(0.6,0.8]": 1,
         "(0.8,1.0]": 0,
     }
+
+
+def test_rollouts_render_each_prompt_in_its_mode(tiny_model, prompts, tmp_path):
+    from llmforge.post.rl_data import assign_modes, read_prompts
+
+    loop = _loop(tiny_model, prompts, tmp_path / "work")
+    rows = assign_modes(read_prompts(prompts)[:2], ["think", "no_think"])
+    groups = loop.rollouts(rows, seed=0)
+    heads = [loop.tokenizer.decode(g.completions[0].prompt_token_ids) for g in groups]
+    assert not heads[0].endswith("</think>\n") and heads[1].endswith("<think>\n\n</think>\n")

@@ -2,8 +2,9 @@
 
 - `format`: half for a well-formed reasoning block (one `<think>` ... `</think>`, in that
   order; the opening tag may sit in the prompt when the chat template emits it), half for
-  a final answer in `\\boxed{}` after it. Always parseable: judging answers is the
-  verifiers' job.
+  a final answer in `\\boxed{}` after it. A sample in `no_think` mode (its prompt already
+  ends with the empty think block) gets the first half for writing no think tags at all.
+  Always parseable: judging answers is the verifiers' job.
 - `language`: the share of letters written in the target script (Unicode script name from
   `unicodedata`, LATIN by default or the sample's `script`), a cheap stand-in for the
   language-consistency reward of DeepSeek-R1 that penalises script mixing.
@@ -39,7 +40,10 @@ class Format(Reward):
         self.require_think = require_think
 
     def __call__(self, completion: str, sample: Mapping, length: int | None = None) -> Score:
-        tags = think_well_formed(completion, self.require_think)
+        if sample.get("mode") == "no_think":
+            tags = "<think>" not in completion and "</think>" not in completion
+        else:
+            tags = think_well_formed(completion, self.require_think)
         boxed = last_boxed(answer_text(completion)) is not None
         return Score(0.5 * tags + 0.5 * boxed)
 
