@@ -5,7 +5,9 @@
 #   recipes/tiny/pipeline.sh [full|smoke] [OUT]      (make demo / make demo DEMO=smoke)
 #
 # Every stage is a cache hit when its artifact already exists with the same id, so running
-# this again is nearly instant, and a run killed anywhere finishes on the next call.
+# this again is nearly instant, and a run killed anywhere finishes on the next call. OUT
+# belongs to this script: a stage whose config or inputs changed is rebuilt in place
+# (--replace), and so is everything downstream of it, as with make.
 set -euo pipefail
 shopt -s inherit_errexit  # a failing stage inside $(...) stops the pipeline
 
@@ -28,7 +30,7 @@ stage() { # stage NAME llmforge-args... : run one stage, time it, print its outp
     local name=$1 start path
     shift
     start=$(date +%s%N)
-    path=$(llmforge "$@") || exit 1
+    path=$(llmforge "$@" --replace) || exit 1
     printf '%s\t%s\t%s\n' "$name" "$(( ($(date +%s%N) - start) / 1000000000 ))" "$path" >>"$TIMES"
     echo "$path"
 }
