@@ -80,6 +80,7 @@ def test_format_reward():
     assert fmt(r"\boxed{1}", {"mode": "no_think"}).value == 1.0
     assert fmt(r"<think>x</think>\boxed{1}", {"mode": "no_think"}).value == 0.5
     assert fmt(r"\boxed{1}", {"mode": "think"}).value == 0.5
+    assert build("format", require_think=False)(r"\boxed{1}", {"mode": "think"}).value == 0.5
 
 
 def test_language_consistency():

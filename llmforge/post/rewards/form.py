@@ -40,10 +40,11 @@ class Format(Reward):
         self.require_think = require_think
 
     def __call__(self, completion: str, sample: Mapping, length: int | None = None) -> Score:
-        if sample.get("mode") == "no_think":
+        mode = sample.get("mode")
+        if mode == "no_think":
             tags = "<think>" not in completion and "</think>" not in completion
-        else:
-            tags = think_well_formed(completion, self.require_think)
+        else:  # a row that asks for think mode must think, whatever the default
+            tags = think_well_formed(completion, self.require_think or mode == "think")
         boxed = last_boxed(answer_text(completion)) is not None
         return Score(0.5 * tags + 0.5 * boxed)
 
