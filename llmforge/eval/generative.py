@@ -12,6 +12,7 @@ mode (see `format_compliant`), not the RL shaping reward's half-points.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -193,12 +194,25 @@ def task_metrics(
     out = {"all": summarize(result.verdicts, ks)}
     parseable = [r["parseable"] for r in result.records]
     out["parseable_rate"] = sum(parseable) / len(parseable) if parseable else 0.0
+    out.update(answer_spread(result.records))
     flagged = sorted(set(result.verdicts) & set(contaminated))
     out["contaminated_items"] = flagged
     if flagged:
         clean = {k: v for k, v in result.verdicts.items() if k not in contaminated}
         out["clean"] = summarize(clean, ks)
     return out
+
+
+def answer_spread(records: list[dict]) -> dict:
+    """How varied the boxed answers are: a policy that collapsed onto one guess (RL on a
+    tiny model can learn to answer 0 everywhere) shows a large `top_answer_share`."""
+    answers = [last_boxed(r["completion"].rsplit("</think>", 1)[-1]) for r in records]
+    given = [a.strip() for a in answers if a is not None]
+    if not given:
+        return {}
+    top, count = Counter(given).most_common(1)[0]
+    return {"distinct_answers": len(set(given)), "top_answer": top,
+            "top_answer_share": count / len(records)}  # fmt: skip
 
 
 def headline(metrics: dict) -> tuple[str, float] | None:

@@ -104,3 +104,13 @@ def test_humaneval_sandbox_scores_correct_and_wrong_solutions():
     assert all("def unused" not in r["completion"] for r in result.records)
     m = generative.task_metrics(result, (1, 2))["all"]
     assert m["pass@1"] == 0.5 and m["pass@2"] == 1.0
+
+
+def test_answer_spread_exposes_a_policy_that_always_guesses_the_same():
+    def rec(text):
+        return {"completion": text}
+
+    collapsed = [rec("<think>9 - 3 = 0</think>\\boxed{0}")] * 3 + [rec("\\boxed{ 7 }"), rec("x")]
+    spread = generative.answer_spread(collapsed)
+    assert spread == {"distinct_answers": 2, "top_answer": "0", "top_answer_share": 0.6}
+    assert generative.answer_spread([rec("no answer")]) == {}

@@ -74,3 +74,11 @@ def test_format_compliance_after_rl_is_judged_as_kept_within_slack():
         return v.improved
 
     assert verdict(0.88) is True and verdict(0.95) is True and verdict(0.50) is False
+
+
+def test_rl_math_verdict_notes_the_most_common_answer():
+    sft, rl = row("sft", math_acc=0.01, fmt=0.9), row("rlvr", math_acc=0.03, fmt=0.9)
+    sft.tasks["math"].update(top_answer="11", top_answer_share=0.04)
+    rl.tasks["math"].update(top_answer="0", top_answer_share=0.29)
+    (v,) = [v for v in pipeline.verdicts([sft, rl]) if v.measure.startswith("math accuracy")]
+    assert v.note == "most common answer 0 in 29% of samples (sft: 11 in 4%)"
