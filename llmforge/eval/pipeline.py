@@ -294,11 +294,13 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
         rows, "context-extend", "sft", "math accuracy, avg@n sampled", task_score("math"), True
     )
     out += dpo_verdict(arts)
-    out += compare(rows, "sft", "rlvr", "math accuracy, avg@n sampled", task_score("math"), True,
-                   _spread_note(rows, "math", "sft", "rlvr"))  # fmt: skip
-    out += compare(rows, "sft", "rlvr", "math pass@k", task_score("math", "pass@"), True)
+    out += compare(rows, "sft", "dpo", "math accuracy, avg@n sampled", task_score("math"), True)
+    rl_input = "dpo" if _row_of(rows, "dpo") else "sft"  # RL starts from the DPO model if any
+    out += compare(rows, rl_input, "rlvr", "math accuracy, avg@n sampled", task_score("math"),
+                   True, _spread_note(rows, "math", rl_input, "rlvr"))  # fmt: skip
+    out += compare(rows, rl_input, "rlvr", "math pass@k", task_score("math", "pass@"), True)
     out += compare(
-        rows, "sft", "rlvr", "think/no_think format compliance kept", task_score("format"), True,
+        rows, rl_input, "rlvr", "think/no_think format compliance kept", task_score("format"), True,
         "kept = within 0.05; RL in one mode only can cost the other", slack=0.05,
     )  # fmt: skip
     return out

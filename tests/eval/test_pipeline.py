@@ -82,3 +82,12 @@ def test_rl_math_verdict_notes_the_most_common_answer():
     rl.tasks["math"].update(top_answer="0", top_answer_share=0.29)
     (v,) = [v for v in pipeline.verdicts([sft, rl]) if v.measure.startswith("math accuracy")]
     assert v.note == "most common answer 0 in 29% of samples (sft: 11 in 4%)"
+
+
+def test_rl_is_judged_against_its_input_the_dpo_model_when_there_is_one():
+    rows = [row("sft", math_acc=0.01, fmt=0.9), row("dpo", math_acc=0.03, fmt=0.9),
+            row("rlvr", math_acc=0.02, fmt=0.9)]  # fmt: skip
+    rl = [v for v in pipeline.verdicts(rows) if v.stage == "rlvr" and "avg@n" in v.measure]
+    assert [(v.measure.split("(")[1], v.improved) for v in rl] == [("dpo -> rlvr)", False)]
+    dpo = [v for v in pipeline.verdicts(rows) if v.stage == "dpo" and "avg@n" in v.measure]
+    assert [v.improved for v in dpo] == [True]
