@@ -10,6 +10,7 @@ this scale is reported as such.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,12 @@ class Verdict:
     after: str
     improved: bool | None  # None: nothing to compare
     note: str = ""
+    noise: bool = False  # the change is within two standard errors of sampling noise
 
     def cells(self) -> list[str]:
         mark = {True: "yes", False: "NO", None: "n/a"}[self.improved]
+        if self.noise and self.improved is not None:
+            mark += " (within noise)"
         return [self.stage, self.measure, self.before, self.after, mark, self.note]
 
 
@@ -197,8 +201,11 @@ def compare(
     higher_is_better: bool,
     note: str = "",
     slack: float = 0.0,
+    samples: Callable[[Row], int | None] | None = None,
 ) -> list[Verdict]:
-    """One verdict row; with `slack`, a number that must be kept (not raised) may fall by it."""
+    """One verdict row; with `slack`, a number that must be kept (not raised) may fall by it.
+    With `samples` (the number of 0/1 outcomes behind a rate), a change smaller than two
+    binomial standard errors is marked as within noise."""
     a, b = _row_of(rows, before), _row_of(rows, after)
     if a is None or b is None:
         return []
@@ -209,11 +216,31 @@ def compare(
         improved = vb >= va - slack if higher_is_better else vb <= va + slack
     else:
         improved = vb > va if higher_is_better else vb < va
-    return [Verdict(after, f"{measure} ({before} -> {after})", _num(va), _num(vb), improved, note)]
+    noise = samples is not None and _within_noise(va, vb, samples(a), samples(b))
+    return [Verdict(after, f"{measure} ({before} -> {after})", _num(va), _num(vb), improved, note,
+                    noise)]  # fmt: skip
+
+
+def _within_noise(pa: float | None, pb: float | None, na: int | None, nb: int | None) -> bool:
+    """|pb - pa| < 2 standard errors of two binomial rates (samples within a problem are
+    correlated, so this understates the noise: a "yes" outside it is still no proof)."""
+    if None in (pa, pb) or not na or not nb:
+        return False
+    se = math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
+    return abs(pb - pa) < 2 * se
 
 
 def domain_loss(domain: str) -> Callable[[Row], float | None]:
     return lambda row: (row.loss.get("per_domain", {}).get(domain) or {}).get("loss")
+
+
+def task_samples(task: str) -> Callable[[Row], int | None]:
+    def count(row: Row) -> int | None:
+        scores = row.tasks.get(task, {}).get("all", {})
+        n, k = scores.get("problems"), scores.get("samples_per_problem")
+        return n * k if n and k else None
+
+    return count
 
 
 def task_score(task: str, key: str = "avg") -> Callable[[Row], float | None]:
@@ -282,22 +309,15 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
     if window:
         out += compare(rows, "midtrain", "context-extend", f"val loss on {window}-token windows",
                        loss_at_length(window), False)  # fmt: skip
-    out += compare(
-        rows,
-        "context-extend",
-        "sft",
-        "think/no_think format compliance",
-        task_score("format"),
-        True,
-    )
-    out += compare(
-        rows, "context-extend", "sft", "math accuracy, avg@n sampled", task_score("math"), True
-    )
+    math_rate = dict(value=task_score("math"), higher_is_better=True, samples=task_samples("math"))
+    out += compare(rows, "context-extend", "sft", "think/no_think format compliance",
+                   task_score("format"), True, samples=task_samples("format"))  # fmt: skip
+    out += compare(rows, "context-extend", "sft", "math accuracy, avg@n sampled", **math_rate)
     out += dpo_verdict(arts)
-    out += compare(rows, "sft", "dpo", "math accuracy, avg@n sampled", task_score("math"), True)
+    out += compare(rows, "sft", "dpo", "math accuracy, avg@n sampled", **math_rate)
     rl_input = "dpo" if _row_of(rows, "dpo") else "sft"  # RL starts from the DPO model if any
-    out += compare(rows, rl_input, "rlvr", "math accuracy, avg@n sampled", task_score("math"),
-                   True, _spread_note(rows, "math", rl_input, "rlvr"))  # fmt: skip
+    out += compare(rows, rl_input, "rlvr", "math accuracy, avg@n sampled", **math_rate,
+                   note=_spread_note(rows, "math", rl_input, "rlvr"))  # fmt: skip
     out += compare(rows, rl_input, "rlvr", "math pass@k", task_score("math", "pass@"), True)
     out += compare(
         rows, rl_input, "rlvr", "think/no_think format compliance kept", task_score("format"), True,

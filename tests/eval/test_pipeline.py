@@ -91,3 +91,20 @@ def test_rl_is_judged_against_its_input_the_dpo_model_when_there_is_one():
     assert [(v.measure.split("(")[1], v.improved) for v in rl] == [("dpo -> rlvr)", False)]
     dpo = [v for v in pipeline.verdicts(rows) if v.stage == "dpo" and "avg@n" in v.measure]
     assert [v.improved for v in dpo] == [True]
+
+
+def test_a_change_inside_sampling_noise_is_marked():
+    def rows(before, after, problems):
+        a, b = row("dpo", math_acc=before), row("rlvr", math_acc=after)
+        for r in (a, b):
+            r.tasks["math"]["all"].update(problems=problems, samples_per_problem=4)
+        return [a, b]
+
+    def cell(*args):
+        (v,) = [v for v in pipeline.verdicts(rows(*args)) if "avg@n" in v.measure]
+        return v.cells()[4]
+
+    assert cell(0.0275, 0.02875, 200) == "yes (within noise)"  # 1 sample in 800
+    assert cell(0.0275, 0.30, 200) == "yes"
+    assert cell(0.30, 0.0275, 200) == "NO"
+    assert cell(0.0275, 0.02, 200) == "NO (within noise)"
