@@ -234,19 +234,26 @@ def domain_loss(domain: str) -> Callable[[Row], float | None]:
     return lambda row: (row.loss.get("per_domain", {}).get(domain) or {}).get("loss")
 
 
-def task_samples(task: str) -> Callable[[Row], int | None]:
+def task_samples(task: str, per_problem: bool = False) -> Callable[[Row], int | None]:
+    """How many 0/1 outcomes a rate rests on: samples for avg@n, problems for pass@k."""
+
     def count(row: Row) -> int | None:
         scores = row.tasks.get(task, {}).get("all", {})
         n, k = scores.get("problems"), scores.get("samples_per_problem")
-        return n * k if n and k else None
+        return (n if per_problem else n * k) if n and k else None
 
     return count
 
 
 def task_score(task: str, key: str = "avg") -> Callable[[Row], float | None]:
+    """avg@n, or with key "pass@" the pass@k of the largest k reported."""
+
     def value(row: Row) -> float | None:
         scores = row.tasks.get(task, {}).get("all", {})
-        return next((v for k, v in scores.items() if k.startswith(key)), None)
+        found = {k: v for k, v in scores.items() if k.startswith(key)}
+        if not found:
+            return None
+        return found[max(found, key=lambda k: int(k.split("@")[1]))]
 
     return value
 
@@ -318,7 +325,8 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
     rl_input = "dpo" if _row_of(rows, "dpo") else "sft"  # RL starts from the DPO model if any
     out += compare(rows, rl_input, "rlvr", "math accuracy, avg@n sampled", **math_rate,
                    note=_spread_note(rows, "math", rl_input, "rlvr"))  # fmt: skip
-    out += compare(rows, rl_input, "rlvr", "math pass@k", task_score("math", "pass@"), True)
+    out += compare(rows, rl_input, "rlvr", "math pass@k (largest k)", task_score("math", "pass@"),
+                   True, samples=task_samples("math", per_problem=True))  # fmt: skip
     out += compare(
         rows, rl_input, "rlvr", "think/no_think format compliance kept", task_score("format"), True,
         "kept = within 0.05; RL in one mode only can cost the other", slack=0.05,

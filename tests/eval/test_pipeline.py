@@ -108,3 +108,10 @@ def test_a_change_inside_sampling_noise_is_marked():
     assert cell(0.0275, 0.30, 200) == "yes"
     assert cell(0.30, 0.0275, 200) == "NO"
     assert cell(0.0275, 0.02, 200) == "NO (within noise)"
+
+
+def test_pass_at_k_verdict_reads_the_largest_k():
+    r = row("rlvr")
+    r.tasks["math"] = {"all": {"avg@4": 0.1, "pass@1": 0.1, "pass@4": 0.3, "pass@2": 0.2}}
+    assert pipeline.task_score("math", "pass@")(r) == 0.3
+    assert pipeline.task_score("math")(r) == 0.1
