@@ -24,10 +24,13 @@ write_munge_key() {
     chmod 400 /etc/munge/munge.key
 }
 
+# Not `nproc`: it honours OMP_NUM_THREADS, and `make test` sets that to 1.
+online_cpus() { getconf _NPROCESSORS_ONLN; }
+
 write_conf() {
     local host cpus mem
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(online_cpus)
     # RealMemory a little under what is free, in MB
     mem=$(awk '/MemAvailable/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
     mkdir -p /etc/slurm "$STATE/spool" "$STATE/state"
@@ -65,6 +68,13 @@ start() {
     install_packages
     write_munge_key
     write_conf
+    # A Slurm left running with another CPU count (an older config) would queue 2-CPU jobs
+    # forever (reason PartitionConfig): restart it on the new config.
+    if pgrep -x slurmctld >/dev/null &&
+        [ "$(sinfo -h -N -o %c 2>/dev/null | head -1)" != "$(online_cpus)" ]; then
+        stop
+        sleep 2
+    fi
     mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
     pgrep -x munged >/dev/null || su -s /bin/sh munge -c "munged" 2>/dev/null || munged --force
     pgrep -x slurmctld >/dev/null || slurmctld
