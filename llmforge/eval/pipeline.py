@@ -266,14 +266,6 @@ def loss_at_length(length: int) -> Callable[[Row], float | None]:
     return lambda row: (row.loss.get("by_length", {}).get(str(length)) or {}).get("loss")
 
 
-def _longest_common_loss_length(rows: list[Row], a: str, b: str) -> int | None:
-    ra, rb = _row_of(rows, a), _row_of(rows, b)
-    if ra is None or rb is None:
-        return None
-    lengths = set(ra.loss.get("by_length", {})) & set(rb.loss.get("by_length", {}))
-    return max((int(x) for x in lengths), default=None)
-
-
 def dpo_verdict(arts: dict) -> list[Verdict]:
     out = []
     for _, manifest in arts.get("dpo", []):
@@ -298,7 +290,9 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
     arts = stage_artifacts(rows)
     out = dedup_verdict(arts) + regmix_verdict(arts) + pretrain_verdict(rows)
     out += compare(rows, "pretrain", "midtrain", "math-domain val loss", domain_loss("math"), False)
-    length = probe_length or _longest_common_probe(rows, "midtrain", "context-extend")
+    length = probe_length or _longest_common(
+        rows, "midtrain", "context-extend", lambda r: r.long_context.get("passkey", {})
+    )
     if length:
         out += compare(
             rows,
@@ -312,7 +306,9 @@ def verdicts(rows: list[Row], probe_length: int | None = None) -> list[Verdict]:
             + " -> "
             + _probe_acc(rows, "context-extend", length),
         )
-    window = _longest_common_loss_length(rows, "midtrain", "context-extend")
+    window = _longest_common(
+        rows, "midtrain", "context-extend", lambda r: r.loss.get("by_length", {})
+    )
     if window:
         out += compare(rows, "midtrain", "context-extend", f"val loss on {window}-token windows",
                        loss_at_length(window), False)  # fmt: skip
@@ -349,12 +345,12 @@ def _spread_note(rows: list[Row], task: str, *stages: str) -> str:
     return f"most common answer {last} of samples{before}"
 
 
-def _longest_common_probe(rows: list[Row], a: str, b: str) -> int | None:
+def _longest_common(rows: list[Row], a: str, b: str, by_length: Callable[[Row], dict]):
+    """The longest length both stages' rows measured (keys of `by_length(row)`), or None."""
     ra, rb = _row_of(rows, a), _row_of(rows, b)
     if ra is None or rb is None:
         return None
-    lengths = set(ra.long_context.get("passkey", {})) & set(rb.long_context.get("passkey", {}))
-    return max((int(x) for x in lengths), default=None)
+    return max((int(x) for x in set(by_length(ra)) & set(by_length(rb))), default=None)
 
 
 def _probe_acc(rows: list[Row], stage: str, length: int) -> str:
