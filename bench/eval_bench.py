@@ -39,27 +39,14 @@ def corpus(n_chars: int = 400_000) -> list[str]:
 
 
 def build_model(root: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from llmforge.data.tokenizer import save_for_transformers, train_bpe
+    from llmforge.model.hf import random_llama
 
     save_for_transformers(train_bpe(corpus(), vocab_size=1024), root)
     tok = AutoTokenizer.from_pretrained(str(root))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(str(root))
+    random_llama(tok, 128, 4, ffn_hidden=384, max_positions=1024).save_pretrained(str(root))
     return root
 
 

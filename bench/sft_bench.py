@@ -26,12 +26,12 @@ os.environ.setdefault("LLMFORGE_QUIET", "1")
 
 def make_inputs(root: Path, rows: int) -> tuple[Path, Path]:
     """Chat jsonl and a model artifact (random Llama + BPE trained on the chats)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from llmforge import artifact
     from llmforge.data import tokenizer as toklib
     from llmforge.data.synth import chat, splits
+    from llmforge.model.hf import random_llama
 
     rng = random.Random(0)
     data = chat.sft_rows(splits.sample(rng, "train", rows, 1), rng)
@@ -40,22 +40,10 @@ def make_inputs(root: Path, rows: int) -> tuple[Path, Path]:
     texts = [m["content"] + " " + m.get("reasoning", "") for r in data for m in r["messages"]]
     toklib.save_for_transformers(toklib.train_bpe(texts, 512), root / "tok")
     tok = AutoTokenizer.from_pretrained(str(root / "tok"))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
     run = artifact.Run(root / "model", "bench-model", "model", "init", {}, [])
     artifact.prepare_partial(run, replace=True)
-    LlamaForCausalLM(cfg).save_pretrained(str(run.dir), safe_serialization=True)
+    model = random_llama(tok, 128, 2, ffn_hidden=256, max_positions=1024)
+    model.save_pretrained(str(run.dir), safe_serialization=True)
     tok.save_pretrained(str(run.dir))
     run.commit({})
     return chats, root / "model"

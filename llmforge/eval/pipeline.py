@@ -135,34 +135,19 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
     for _, manifest in arts.get("regmix", []):
         m = manifest.get("metrics", {})
         confirm = m.get("confirm") or {}
-        predicted = m.get("predicted_target") or {}
         note = (
             f"weights {_fmt_weights(m.get('weights') or {})}; {m.get('model')} fit, "
             f"CV Spearman {_num(m.get('spearman'))} over {m.get('n_proxies')} proxies"
         )
         target = _short_target(m.get("target"))
         if confirm:
-            out.append(
-                Verdict(
-                    "regmix",
-                    f"{target} of a confirmation proxy: natural -> chosen mix",
-                    _num(confirm.get("natural")),
-                    _num(confirm.get("chosen")),
-                    bool(confirm.get("chosen_beats_natural")),
-                    note,
-                )
-            )
+            measure = f"{target} of a confirmation proxy: natural -> chosen mix"
+            got, improved = confirm, bool(confirm.get("chosen_beats_natural"))
         else:
-            out.append(
-                Verdict(
-                    "regmix",
-                    f"predicted {target}: natural -> chosen mix (no confirm run)",
-                    _num(predicted.get("natural")),
-                    _num(predicted.get("chosen")),
-                    None,
-                    note,
-                )
-            )
+            measure = f"predicted {target}: natural -> chosen mix (no confirm run)"
+            got, improved = m.get("predicted_target") or {}, None
+        out.append(Verdict("regmix", measure, _num(got.get("natural")), _num(got.get("chosen")),
+                           improved, note))  # fmt: skip
     return out
 
 

@@ -226,6 +226,24 @@ def export_hf(
     (out / OUR_CONFIG).write_text(json.dumps(to_dict(model.cfg), indent=2) + "\n")
 
 
+def random_llama(tokenizer, hidden: int, layers: int, ffn_hidden: int | None = None,
+                 max_positions: int = 512, seed: int = 0):  # fmt: skip
+    """A randomly initialised stock Llama sized for `tokenizer`'s vocabulary (4 heads, 2 KV
+    heads, tied embeddings): the stand-in model of tests and benchmarks, which cannot
+    download one."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=ffn_hidden or 2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg)
+
+
 def _hf_state_dict(model: GPT, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """Our names with transformers' prefixes; a tied head is stored once (as the embedding)."""
     custom = hf_architecture(model.cfg) == "llmforge"
