@@ -92,24 +92,19 @@ def _take(docs: list[np.ndarray], max_tokens: int) -> list[np.ndarray]:
     return kept
 
 
-def tokens_loss(model, tokenizer, store, cfg: LossConfig) -> dict[str, dict]:
-    """Per-domain loss and bits-per-byte on a `TokenStore` (the val split of a tokens artifact)."""
+def tokens_docs(tokenizer, store, max_tokens: int) -> dict[str, list[np.ndarray]]:
+    """Each domain's documents (at most `max_tokens`) from a `TokenStore`."""
     if tokenizer.vocab_size and store.vocab_size > len(tokenizer):
         raise BadInput(
             f"tokens artifact has vocab {store.vocab_size}, model tokenizer "
             f"{len(tokenizer)}: they were not made with the same tokenizer",
             path=str(store.root),
         )
-    per_domain = {
-        d: _take([store.doc(i) for i in store.docs_in(d)], cfg.max_tokens) for d in store.domains
-    }
-    return _by_domain(model, tokenizer, per_domain, cfg)
+    return {d: _take([store.doc(i) for i in store.docs_in(d)], max_tokens) for d in store.domains}
 
 
-def text_loss(
-    model, tokenizer, texts_by_domain: dict[str, list[str]], cfg: LossConfig
-) -> dict[str, dict]:
-    """Per-domain loss and bits-per-byte on raw texts, tokenized with the model's tokenizer."""
+def text_docs(tokenizer, texts_by_domain: dict[str, list[str]], max_tokens: int) -> dict:
+    """Each domain's raw texts tokenized with the model's tokenizer (eos after each)."""
     eos = tokenizer.eos_token_id
     per_domain = {}
     for domain, texts in texts_by_domain.items():
@@ -117,13 +112,26 @@ def text_loss(
         for text in texts:
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             docs.append(np.asarray(ids + ([eos] if eos is not None else []), dtype=np.int64))
-        per_domain[domain] = _take(docs, cfg.max_tokens)
-    return _by_domain(model, tokenizer, per_domain, cfg)
+        per_domain[domain] = _take(docs, max_tokens)
+    return per_domain
 
 
-def _by_domain(
+def tokens_loss(model, tokenizer, store, cfg: LossConfig) -> dict[str, dict]:
+    """Per-domain loss and bits-per-byte on a `TokenStore` (the val split of a tokens artifact)."""
+    return by_domain(model, tokenizer, tokens_docs(tokenizer, store, cfg.max_tokens), cfg)
+
+
+def text_loss(
+    model, tokenizer, texts_by_domain: dict[str, list[str]], cfg: LossConfig
+) -> dict[str, dict]:
+    """Per-domain loss and bits-per-byte on raw texts, tokenized with the model's tokenizer."""
+    return by_domain(model, tokenizer, text_docs(tokenizer, texts_by_domain, cfg.max_tokens), cfg)
+
+
+def by_domain(
     model, tokenizer, per_domain: dict[str, list[np.ndarray]], cfg: LossConfig
 ) -> dict[str, dict]:
+    """Loss and bits-per-byte of each domain's documents, in windows of `cfg.seq_len`."""
     total = sum(len(windows(np.concatenate(d), cfg.seq_len)) for d in per_domain.values() if d)
     out = {}
     with log.progress("loss", total=total) as bar:

@@ -116,7 +116,8 @@ def _tasks(path: Path, plan: Plan, model, tokenizer, samples_dir: Path,
 
 
 def _loss(model, tokenizer, plan: Plan) -> dict:
-    per_domain = _domain_losses(model, tokenizer, plan, plan.loss)
+    docs = _domain_docs(tokenizer, plan)  # read and tokenized once, for every window length
+    per_domain = losslib.by_domain(model, tokenizer, docs, plan.loss)
     out = {
         "per_domain": per_domain,
         "overall": losslib.overall(per_domain),
@@ -126,23 +127,23 @@ def _loss(model, tokenizer, plan: Plan) -> dict:
     if lengths:
         out["by_length"] = {
             str(n): losslib.overall(
-                _domain_losses(model, tokenizer, plan, replace(plan.loss, seq_len=n))
+                losslib.by_domain(model, tokenizer, docs, replace(plan.loss, seq_len=n))
             )
             for n in lengths
         }
     return out
 
 
-def _domain_losses(model, tokenizer, plan: Plan, cfg: losslib.LossConfig) -> dict:
-    per_domain = {}
+def _domain_docs(tokenizer, plan: Plan) -> dict:
+    docs = {}
     if plan.tokens_path is not None:
         from llmforge.data.tokens import TokenStore
 
         store = TokenStore(plan.tokens_path, "val")
-        per_domain.update(losslib.tokens_loss(model, tokenizer, store, cfg))
+        docs.update(losslib.tokens_docs(tokenizer, store, plan.loss.max_tokens))
     if plan.texts:
-        per_domain.update(losslib.text_loss(model, tokenizer, plan.texts, cfg))
-    return per_domain
+        docs.update(losslib.text_docs(tokenizer, plan.texts, plan.loss.max_tokens))
+    return docs
 
 
 def _loss_lengths(model, cfg: losslib.LossConfig) -> list[int]:

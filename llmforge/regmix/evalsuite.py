@@ -29,7 +29,7 @@ def suite_spec(eval_ref: artifact.Ref, tokenizer_dir: Path) -> dict:
     where = f"eval artifact {eval_ref.path}"
     try:
         cfg = configlib.from_dict(EvalConfig, manifest["config"])
-    except Exception as e:  # a manifest from another llmforge version
+    except (BadInput, KeyError) as e:  # a manifest from another llmforge version
         raise BadInput(f"{where}: its config does not load as an eval config: {e}") from e
     # Proxies are not artifacts (no lineage to check) and need no report.
     cfg = replace(cfg, report=False, decontam=replace(cfg.decontam, enabled=False))
