@@ -16,6 +16,7 @@ See docs/stages/regmix.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def summary(fit, predicted, y, results, domains, chosen) -> dict:
     }
 
 
-def eval_suite(cfg: Config, inputs: Inputs, tokens) -> dict | None:
+def eval_suite(cfg: Config, inputs: Inputs, tokens: Path) -> dict | None:
     """The eval= artifact's suite as a proxy task spec, after checking the target metrics."""
     ref = inputs.get("eval")
     if ref is None:
@@ -156,7 +157,7 @@ STAGE = Stage(
             max=1,
             help="eval artifact whose suite runs on every proxy (target.metrics)",
         ),
-    },  # fmt: skip
+    },
     default_role="tokens",
     help="Find the data mixture with small proxy models and a regression (RegMix).",
 )

@@ -138,7 +138,8 @@ class Config:
     )  # fmt: skip
     answer_bpb: bool = param(
         True, "score each task also by the bits-per-byte of its gold answer given the prompt "
-        "(math/numeric/exact rows); unlike accuracy it moves for small models (OLMo 3)",
+        "(plain-completion math/numeric/exact rows); unlike accuracy it moves for small "
+        "models (OLMo 3)",
     )  # fmt: skip
 
     def __post_init__(self):

@@ -139,7 +139,7 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
             f"weights {_fmt_weights(m.get('weights') or {})}; {m.get('model')} fit, "
             f"CV Spearman {_num(m.get('spearman'))} over {m.get('n_proxies')} proxies"
         )
-        target = _short_target(m.get("target"))
+        target = m.get("target") or "val loss"  # "val loss", "eval metrics" or both
         if confirm:
             measure = f"{target} of a confirmation proxy: natural -> chosen mix"
             got, improved = confirm, bool(confirm.get("chosen_beats_natural"))
@@ -149,15 +149,6 @@ def regmix_verdict(arts: dict) -> list[Verdict]:
         out.append(Verdict("regmix", measure, _num(got.get("natural")), _num(got.get("chosen")),
                            improved, note))  # fmt: skip
     return out
-
-
-def _short_target(kind: str | None) -> str:
-    """'val loss', 'eval metrics' or both, from the regmix metrics' target description."""
-    parts = [
-        short for words, short in (("validation loss", "val loss"), ("eval metrics", "eval metrics"))
-        if words in (kind or "validation loss")
-    ]  # fmt: skip
-    return " + ".join(parts) or "target"
 
 
 def pretrain_verdict(rows: list[Row]) -> list[Verdict]:

@@ -19,9 +19,9 @@ class Target:
     def describe(self) -> dict:
         kind = []
         if self.loss_weight:
-            kind.append("weighted validation loss (nats/token)")
+            kind.append("val loss")
         if self.metrics:
-            kind.append("weighted eval metrics of the eval= suite")
+            kind.append("eval metrics")
         return {"kind": " + ".join(kind), "domain_weights": self.domain_weights,
                 "loss_weight": self.loss_weight, "metrics": self.metrics or {}}  # fmt: skip
 

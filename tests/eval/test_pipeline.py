@@ -63,7 +63,7 @@ def test_regmix_verdict_names_the_target_it_confirmed():
 
     (old,) = pipeline.regmix_verdict(arts(None))  # artifacts from before targets were named
     assert old.measure.startswith("val loss of a confirmation proxy") and old.improved
-    (new,) = pipeline.regmix_verdict(arts("weighted eval metrics of the eval= suite"))
+    (new,) = pipeline.regmix_verdict(arts("eval metrics"))
     assert new.measure.startswith("eval metrics of a confirmation proxy")
 
 
