@@ -90,7 +90,7 @@ def build_pairs(cfg: Config, inputs: Inputs, out: Run) -> tuple[list[dict], str]
         )
         source = "delta"
     elif tasks:
-        from llmforge.post.rewards import combine
+        from llmforge.verifiers import combine
 
         rows += pairs.verifier_pairs(
             _generator(inputs.one("model").path),

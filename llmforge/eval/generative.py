@@ -5,7 +5,7 @@ the default is n samples at a temperature and top-p, scored as avg@n (mean accur
 all samples) and unbiased pass@k (`llmforge.eval.passk`). Greedy (one sample at
 temperature 0) runs only when asked for.
 
-Verdicts come from the reward plugins of `llmforge.post.rewards` (math, exact, numeric,
+Verdicts come from the reward plugins of `llmforge.verifiers` (math, exact, numeric,
 code in the sandbox), except `format`, which here checks compliance with the requested
 mode (see `format_compliant`), not the RL shaping reward's half-points.
 """
@@ -20,8 +20,8 @@ from llmforge import log
 from llmforge.eval.passk import avg_at_k, mean_pass_at_k
 from llmforge.eval.tasks import TaskSet
 from llmforge.gen.base import generate_in_modes
-from llmforge.post.rewards.answer import last_boxed
-from llmforge.post.rewards.dispatch import Correct
+from llmforge.verifiers.answer import last_boxed
+from llmforge.verifiers.dispatch import Correct
 
 
 @dataclass(frozen=True)

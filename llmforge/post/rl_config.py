@@ -141,7 +141,7 @@ class RewardArgs:
             "correct": {"options": {"code": {"timeout_s": self.code_timeout_s}}},
             "language": {"script": self.script},
         }
-        from llmforge.post.rewards import combine
+        from llmforge.verifiers import combine
 
         return combine(self.weights, {k: v for k, v in known.items() if k in self.weights})
 

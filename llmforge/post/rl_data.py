@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from llmforge.errors import BadInput
-from llmforge.post.rewards.dispatch import VERIFIERS
+from llmforge.verifiers.dispatch import VERIFIERS
 
 MODES = (None, "think", "no_think")
 

@@ -318,7 +318,7 @@ class GRPOLoop:
 
 def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> list[float]:
     """Share of `cfg.filter.k` rollouts per prompt that the `correct` verifier accepts."""
-    from llmforge.post.rewards import build
+    from llmforge.verifiers import build
 
     verifier = build("correct", options={"code": {"timeout_s": cfg.reward.code_timeout_s}})
     r, k = cfg.rollout, cfg.filter.k

@@ -89,7 +89,7 @@ def test_delta_pairs_take_strong_as_chosen_and_skip_ties():
 
 
 def test_verifier_pairs_rank_samples_by_reward():
-    from llmforge.post.rewards import combine
+    from llmforge.verifiers import combine
 
     tasks = [
         {"id": "t1", "prompt": "1 + 1?", "reference": "2", "verifier": "math"},

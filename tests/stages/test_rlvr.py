@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llmforge.errors import BadInput, RunFailed
-from llmforge.post.rewards import Reward, Score, register
+from llmforge.verifiers import Reward, Score, register
 
 
 @register("test_the_share")

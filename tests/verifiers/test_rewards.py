@@ -3,7 +3,7 @@
 import pytest
 
 from llmforge.errors import BadInput
-from llmforge.post.rewards import build, combine, extract_answer, last_boxed, overlong_penalty
+from llmforge.verifiers import build, combine, extract_answer, last_boxed, overlong_penalty
 
 MATH = {"reference": "1/2", "verifier": "math"}
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from llmforge.post.rewards.answer import answer_text
-from llmforge.post.rewards.base import Reward, Score, register
 from llmforge.sandbox import Limits, run_many
+from llmforge.verifiers.answer import answer_text
+from llmforge.verifiers.base import Reward, Score, register
 
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 

@@ -18,8 +18,8 @@ import unicodedata
 from collections.abc import Mapping
 
 from llmforge.errors import BadInput
-from llmforge.post.rewards.answer import answer_text, last_boxed
-from llmforge.post.rewards.base import Reward, Score, register
+from llmforge.verifiers.answer import answer_text, last_boxed
+from llmforge.verifiers.base import Reward, Score, register
 
 
 def think_well_formed(completion: str, require: bool = True) -> bool:

@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from fractions import Fraction
 
-from llmforge.post.rewards.base import Reward, Score, register
+from llmforge.verifiers.base import Reward, Score, register
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 

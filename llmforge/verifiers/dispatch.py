@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from llmforge.errors import BadInput
-from llmforge.post.rewards.base import REGISTRY, Reward, Score, register
+from llmforge.verifiers.base import REGISTRY, Reward, Score, register
 
 VERIFIERS = ("math", "exact", "numeric", "code", "format")
 
