@@ -48,6 +48,14 @@ class ScheduleConfig:
         [0.8, 0.9], "multistep: fractions of the steps where the lr is multiplied by gamma"
     )
     gamma: float = param(0.316, "multistep: lr factor at each milestone (DeepSeek: 0.316)")
+    batch_scaling: Literal["none", "sqrt", "linear"] = param(
+        "none",
+        "scale the peak lr with the global batch: x sqrt(batch / reference_batch) "
+        "(square-root rule, for Adam-type optimizers) or x batch / reference_batch (linear)",
+    )
+    reference_batch: int = param(
+        0, "batch_scaling: global batch in tokens per optimizer step that optim.lr was tuned at"
+    )
 
     def __post_init__(self):
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
@@ -56,6 +64,9 @@ class ScheduleConfig:
         check(all(0 < m < 1 for m in self.milestones), "milestones", "each must be in (0, 1)")
         check(list(self.milestones) == sorted(self.milestones), "milestones", "must be increasing")
         check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
+        check(self.reference_batch >= 0, "reference_batch", "must be >= 0")
+        if self.batch_scaling != "none":
+            check(self.reference_batch > 0, "reference_batch", "batch_scaling needs it > 0")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, Trai
 from llmforge.train.loop import Loop
 from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
 from llmforge.train.optim import build_optimizers
-from llmforge.train.schedule import build_schedulers
+from llmforge.train.schedule import batch_lr_scale, build_schedulers
 from llmforge.train.step import resolve_precision
 
 
@@ -45,10 +45,15 @@ class TrainSpec:
     extra_log: dict = field(default_factory=dict)  # merged into every metrics line
 
 
+def batch_tokens(t: TrainConfig, world: int) -> int:
+    """Tokens per optimizer step over the `world` data-parallel ranks (the global batch)."""
+    return t.batch_size * t.seq_len * t.grad_accum * world
+
+
 def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[PackedLoader, int]:
     """The loader of this rank and the total number of optimizer steps."""
     t = spec.train
-    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world
+    tokens_per_step = batch_tokens(t, world)
     stages = spec.data.stages
     total = t.steps or total_steps_for(stages, tokens_per_step)
     default = spec.mixture or natural_weights(source.domain_tokens())
@@ -114,7 +119,8 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     raw = model.to(par.device())
     model = par.parallelize(raw, compile=spec.train.compile)
     optimizers = build_optimizers(model, spec.optim)
-    schedulers = build_schedulers(optimizers, spec.schedule, total)
+    schedulers = build_schedulers(optimizers, spec.schedule, total, batch_tokens(spec.train, world))
+    log_batch_scaling(spec.schedule, batch_tokens(spec.train, world))
     t = spec.train
     precision = resolve_precision(t.precision, par.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
@@ -135,6 +141,15 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     )
     loop.run()
     return full_model(model, raw), summary(loop, callbacks, peak, raw, precision)
+
+
+def log_batch_scaling(schedule: ScheduleConfig, tokens: int) -> None:
+    if schedule.batch_scaling != "none":
+        scale = batch_lr_scale(schedule, tokens)
+        log.info(
+            f"lr x{scale:.4g} by the {schedule.batch_scaling} rule: global batch {tokens} "
+            f"tokens, reference {schedule.reference_batch}"
+        )
 
 
 def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
