@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from llmforge.config import check, param
-from llmforge.model.attention import CausalMask, attention, document_positions
+from llmforge.model.attention import CausalMask, attention, document_positions, max_logits
 from llmforge.ops import apply_rope, linear_cross_entropy, rms_norm, swiglu
 
 # ---------------------------------------------------------------- configuration
@@ -240,6 +240,12 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(d, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(d, cfg.norm_eps) if cfg.qk_norm else None
         self.gate = nn.Linear(cfg.d_model, h * d, bias=False) if cfg.gated_attn else None
+        # MuonClip's probe (train/qk_clip.py): while this is a [n_heads] tensor, training
+        # forwards keep each head's largest attention logit in it.
+        self.max_logit: Tensor | None = None
+        # Context parallelism (context_parallel.py) sets this to a function that runs
+        # `attend` on the whole sequence for a share of the heads.
+        self.sequence_parallel = None
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor, float], mask: CausalMask) -> Tensor:
         b, s, _ = x.shape
@@ -252,11 +258,23 @@ class Attention(nn.Module):
             positions, inv_freq, scale = rope
             q = apply_rope(q, positions, inv_freq, scale=scale)
             k = apply_rope(k, positions, inv_freq, scale=scale)
-        y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.softcap)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.sequence_parallel is None:
+            y = self.attend(q, k, v, mask)
+        else:
+            y = self.sequence_parallel(self.attend, q, k, v, mask)
         y = y.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)
         if self.gate is not None:
             y = y * torch.sigmoid(self.gate(x))
         return self.o_proj(y)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: CausalMask, first_head: int = 0):
+        """Attention over [B, heads, S, D]; the heads are first_head.. of this layer."""
+        if self.max_logit is not None and self.training:
+            heads = slice(first_head, first_head + q.shape[1])
+            seen = max_logits(q, k, mask).to(self.max_logit.device)
+            self.max_logit[heads] = torch.maximum(self.max_logit[heads], seen)
+        return attention(q, k, v, mask, self.softcap)
 
 
 class Block(nn.Module):

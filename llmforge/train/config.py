@@ -23,6 +23,11 @@ class OptimConfig:
     weight_decay: float = param(0.1, "decoupled weight decay (never on embeddings and norms)")
     muon_momentum: float = param(0.95, "Muon momentum")
     muon_lr_scale: float = param(1.0, "Muon lr = lr * this (Muon's update is RMS-matched to AdamW)")
+    qk_clip: float | None = param(
+        None,
+        "MuonClip (Kimi K2, tau=100): after each step rescale W_q/W_k of every head whose "
+        "largest attention logit passed this tau; null = off",
+    )
 
     def __post_init__(self):
         check(self.lr > 0, "lr", "must be > 0")
@@ -31,6 +36,7 @@ class OptimConfig:
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         check(0 <= self.muon_momentum < 1, "muon_momentum", "must be in [0, 1)")
         check(self.muon_lr_scale > 0, "muon_lr_scale", "must be > 0")
+        check(self.qk_clip is None or self.qk_clip > 0, "qk_clip", "must be > 0 or null")
 
 
 @dataclass(frozen=True)

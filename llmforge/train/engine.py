@@ -27,6 +27,7 @@ from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, Trai
 from llmforge.train.loop import Loop
 from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
 from llmforge.train.optim import build_optimizers
+from llmforge.train.qk_clip import QKClip
 from llmforge.train.schedule import batch_lr_scale, build_schedulers
 from llmforge.train.step import resolve_precision
 
@@ -127,6 +128,7 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     callbacks = [
         cb.SpikeGuard(spec.spike),
         cb.MoEBias(t.moe_bias_rate),
+        *([QKClip(spec.optim.qk_clip, t.log_every)] if spec.optim.qk_clip else []),
         cb.MetricsLogger(t.log_every, flops_per_token(raw.cfg, t.seq_len), peak),
         cb.Validator(val_sets, t.val_every, precision),
         cb.Checkpointer(t.checkpoint_every),
