@@ -61,3 +61,10 @@ def all_reduce(tensor: Tensor, op=None, group: dist.ProcessGroup | None = None) 
     if moved is not tensor:
         tensor.copy_(moved)
     return tensor
+
+
+def all_gather_objects(obj, group: dist.ProcessGroup | None = None) -> list:
+    """Every rank's picklable `obj`, in rank order (small payloads only: state to compare)."""
+    everyone = [None] * dist.get_world_size(group)
+    dist.all_gather_object(everyone, obj, group=group)
+    return everyone

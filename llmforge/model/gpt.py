@@ -17,7 +17,9 @@ Features, each switched by a `ModelConfig` field:
 
 Module names follow transformers' Llama (`model.layers.0.self_attn.q_proj`, ...), so export
 to Llama, Qwen3 and SmolLM3 is a key rename (see hf.py). Parallelism lives in
-parallelize.py, not here.
+parallelize.py, expert_parallel.py and context_parallel.py, not here: this file only has
+the two hooks they set (`MoE.dispatch`, `Attention.sequence_parallel`), and MuonClip's
+max-logit probe (`Attention.max_logit`).
 """
 
 from __future__ import annotations
@@ -191,18 +193,21 @@ class MoE(nn.Module):
     the top-k experts; the mixing weights are the chosen unbiased scores, normalised to
     sum to 1. `expert_load` accumulates tokens per expert (GPT.forward adds each training
     batch's) until `GPT.update_moe_bias` reads it.
-    Experts run one after another: readable, and fine at the sizes this runs on CPU.
+    Experts run one after another: readable, and fine at the sizes this runs on CPU. With
+    expert parallelism (expert_parallel.py) each rank keeps a share of the experts and
+    `dispatch` sends the tokens to the rank that owns their expert and back.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         n, hidden = cfg.moe.n_experts, cfg.moe.expert_hidden or cfg.ffn_hidden
-        self.top_k = cfg.moe.top_k
+        self.n_experts, self.top_k = n, cfg.moe.top_k
         self.router = nn.Linear(cfg.d_model, n, bias=False)
         self.experts = nn.ModuleList(MLP(cfg.d_model, hidden) for _ in range(n))
         self.shared_expert = MLP(cfg.d_model, hidden) if cfg.moe.shared_expert else None
         self.register_buffer("expert_bias", torch.zeros(n))
         self.register_buffer("expert_load", torch.zeros(n), persistent=False)
+        self.dispatch = None  # expert parallelism: (moe, flat, chosen, weights) -> output
 
     def route(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         """Chosen experts [N, k] and their mixing weights [N, k] (fp32)."""
@@ -214,6 +219,17 @@ class MoE(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         flat = x.reshape(-1, x.shape[-1])
         chosen, weights = self.route(flat)
+        if self.dispatch is None:
+            out = self.run_experts(flat, chosen, weights)
+        else:
+            out = self.dispatch(self, flat, chosen, weights)
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(flat)
+        load = torch.bincount(chosen.flatten(), minlength=self.n_experts).float()
+        return out.view_as(x), load
+
+    def run_experts(self, flat: Tensor, chosen: Tensor, weights: Tensor) -> Tensor:
+        """sum_k weight_k * expert_k(token), all experts on this rank."""
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
             # Every expert runs, even on zero tokens, so each rank produces a gradient for
@@ -221,10 +237,7 @@ class MoE(nn.Module):
             token, slot = torch.where(chosen == e)
             mixed = expert(flat[token]) * weights[token, slot, None].to(flat.dtype)
             out = out.index_add(0, token, mixed)
-        if self.shared_expert is not None:
-            out = out + self.shared_expert(flat)
-        load = torch.bincount(chosen.flatten(), minlength=len(self.experts)).float()
-        return out.view_as(x), load
+        return out
 
 
 class Attention(nn.Module):
