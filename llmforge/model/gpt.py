@@ -362,14 +362,20 @@ class GPT(nn.Module):
         doc_ids: Tensor | None = None,
         positions: Tensor | None = None,
         z_loss: float = 0.0,
+        mask: CausalMask | None = None,
     ) -> ModelOutput:
-        """input_ids [B, S]; targets [B, S] with -100 ignored; doc_ids [B, S] per-token document."""
+        """input_ids [B, S]; targets [B, S] with -100 ignored; doc_ids [B, S] per-token document.
+
+        `mask` replaces the one built from doc_ids: context parallelism passes the whole
+        row's while input_ids holds this rank's part of it.
+        """
         b, s = input_ids.shape
         if positions is None and doc_ids is not None:
             positions = document_positions(doc_ids)
         elif positions is None:
             positions = torch.arange(s, device=input_ids.device).expand(b, s)
-        mask = CausalMask(s, doc_ids, device=input_ids.device)
+        if mask is None:
+            mask = CausalMask(s, doc_ids, device=input_ids.device)
         inv_freq = self.inv_freq
         if inv_freq.dtype != torch.float32:  # the model was cast (e.g. .bfloat16()): recompute
             inv_freq = rope_frequencies(self.cfg)[0].to(input_ids.device)

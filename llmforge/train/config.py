@@ -125,3 +125,17 @@ class TrainConfig:
         check(self.val_every >= 0, "val_every", "must be >= 0")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         check(self.peak_probe_s >= 0, "peak_probe_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How the ranks of a torchrun launch share the work; the rest is FSDP2 data parallelism."""
+
+    context: int = param(
+        1,
+        "ranks that split every sequence (Ulysses context parallelism); they share one "
+        "batch. Must divide the world size, model.n_heads and train.seq_len",
+    )
+
+    def __post_init__(self):
+        check(self.context >= 1, "context", "must be >= 1")
