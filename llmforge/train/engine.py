@@ -24,6 +24,7 @@ from llmforge.errors import BadInput, ConfigError
 from llmforge.model import parallelize as par
 from llmforge.model.context_parallel import check_heads
 from llmforge.train import callbacks as cb
+from llmforge.train import tracking
 from llmforge.train.config import (
     OptimConfig,
     ParallelConfig,
@@ -165,16 +166,18 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
         cb.Validator(val_sets, t.val_every, precision),
         cb.Checkpointer(t.checkpoint_every),
     ]
-    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work, callbacks,
-                log_fn=lambda r: out.log_metrics({**r, **spec.extra_log}),
-                data_world=data_world)  # fmt: skip
-    if loop.resume() and out.is_main:
-        trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
-    log.info(
-        f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{data_world} "
-        f"tokens in {precision}" + (f", each sequence split over {cp} ranks" if cp > 1 else "")
-    )
-    loop.run()
+    stage = "-".join(f"{k}{v}" for k, v in spec.extra_log.items())  # e.g. length4096
+    with tracking.tracked(out, stage) as sink:
+        loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work,
+                    callbacks, log_fn=lambda r: sink({**r, **spec.extra_log}),
+                    data_world=data_world)  # fmt: skip
+        if loop.resume() and out.is_main:
+            trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
+        log.info(
+            f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{data_world} "
+            f"tokens in {precision}" + (f", each sequence split over {cp} ranks" if cp > 1 else "")
+        )
+        loop.run()
     return full_model(model, raw), summary(loop, callbacks, peak, raw, precision)
 
 
