@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from llmforge.model.context_parallel import apply_context_parallel, check_heads
 from llmforge.model.gpt import GPT, ModelConfig
+from tests.gloo import on_two_ranks
 
 BASE = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                    ffn_hidden=48, max_seq_len=64, nope_every=2)  # fmt: skip
@@ -31,43 +31,35 @@ def batch():
     return tokens[:, :-1], targets, doc_ids
 
 
-def _worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        results = {}
-        for name, features in VARIANTS.items():
-            torch.manual_seed(0)
-            reference = GPT(dataclasses.replace(BASE, **features))
-            model = copy.deepcopy(reference)
-            apply_context_parallel(model, dist.group.WORLD)
-            inputs, targets, doc_ids = batch()
-            out_cp = model(inputs, targets=targets, doc_ids=doc_ids, z_loss=1e-3)
-            out_cp.loss.backward()
-            for p in model.parameters():  # what FSDP2 does: average over the ranks
-                dist.all_reduce(p.grad)
-                p.grad.div_(2)
-            out_ref = reference(inputs, targets=targets, doc_ids=doc_ids, z_loss=1e-3)
-            out_ref.loss.backward()
-            ref_grads = dict(reference.named_parameters())
-            results[name] = {
-                "loss": (float(out_cp.loss), float(out_ref.loss)),
-                "ce": (float(out_cp.ce), float(out_ref.ce)),
-                "grad_diff": max(
-                    (p.grad - ref_grads[n].grad).abs().max().item()
-                    for n, p in model.named_parameters()
-                ),
-                "grad_scale": max(p.grad.abs().max().item() for p in reference.parameters()),
-            }
-        torch.save(results, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int) -> dict:
+    results = {}
+    for name, features in VARIANTS.items():
+        torch.manual_seed(0)
+        reference = GPT(dataclasses.replace(BASE, **features))
+        model = copy.deepcopy(reference)
+        apply_context_parallel(model, dist.group.WORLD)
+        inputs, targets, doc_ids = batch()
+        out_cp = model(inputs, targets=targets, doc_ids=doc_ids, z_loss=1e-3)
+        out_cp.loss.backward()
+        for p in model.parameters():  # what FSDP2 does: average over the ranks
+            dist.all_reduce(p.grad)
+            p.grad.div_(2)
+        out_ref = reference(inputs, targets=targets, doc_ids=doc_ids, z_loss=1e-3)
+        out_ref.loss.backward()
+        ref_grads = dict(reference.named_parameters())
+        results[name] = {
+            "loss": (float(out_cp.loss), float(out_ref.loss)),
+            "ce": (float(out_cp.ce), float(out_ref.ce)),
+            "grad_diff": max(
+                (p.grad - ref_grads[n].grad).abs().max().item() for n, p in model.named_parameters()
+            ),
+            "grad_scale": max(p.grad.abs().max().item() for p in reference.parameters()),
+        }
+    return results
 
 
 def test_two_context_parallel_ranks_match_one_process(tmp_path):
-    out = str(tmp_path / "result")
-    mp.start_processes(_worker, args=(str(tmp_path / "store"), out), nprocs=2, start_method="fork")
-    for rank in range(2):
-        results = torch.load(f"{out}.{rank}", weights_only=True)
+    for results in on_two_ranks(_worker, tmp_path):
         for name, r in results.items():
             assert r["loss"][0] == pytest.approx(r["loss"][1], rel=1e-5), name
             assert r["ce"][0] == pytest.approx(r["ce"][1], rel=1e-5), name

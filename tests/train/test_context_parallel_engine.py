@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from llmforge.errors import ConfigError
 from llmforge.train.config import ParallelConfig
 from llmforge.train.engine import train_model
+from tests.gloo import on_two_ranks
 from tests.train.engine_helpers import make_run, spec, tiny_model
 from tests.train.fake_tokens import make_tokens
 
@@ -27,30 +26,21 @@ def losses(run) -> list[float]:
     return [x["loss"] for x in lines if "loss" in x] + [lines[-1]["val_loss"]]
 
 
-def _worker(rank: int, store: str, tokens: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        run = make_run(Path(out) / "cp", rank=rank, world=2)
-        model, lengths = tiny_model(), set()
-        model.layers[0].register_forward_hook(lambda m, args, o: lengths.add(args[0].shape[1]))
-        model, metrics = train_model(model, context_spec(tokens, 2), run)
-        if rank == 0:
-            result = {"state": model.state_dict(), "metrics": metrics, "lengths": sorted(lengths)}
-            torch.save(result, Path(out) / "cp.pt")
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, tokens: Path, out: Path) -> dict:
+    run = make_run(out / "cp", rank=rank, world=2)
+    model, lengths = tiny_model(), set()
+    model.layers[0].register_forward_hook(lambda m, args, o: lengths.add(args[0].shape[1]))
+    model, metrics = train_model(model, context_spec(tokens, 2), run)
+    return {"state": model.state_dict(), "metrics": metrics, "lengths": sorted(lengths)}
 
 
 def test_context_parallel_training_matches_one_process(tmp_path):
     tokens = make_tokens(tmp_path / "tok", {"a": 30, "b": 30})
-    args = (str(tmp_path / "store"), str(tokens), str(tmp_path))
-    mp.start_processes(_worker, args=args, nprocs=2, start_method="fork")
+    two = on_two_ranks(_worker, tmp_path, tokens, tmp_path)[0]
     one = make_run(tmp_path / "one")
     model, metrics = train_model(tiny_model(), context_spec(tokens, 1), one)
-    two = torch.load(tmp_path / "cp.pt", weights_only=True)
-    cp_run = make_run(tmp_path / "cp")
     assert two["lengths"] == [16]  # each rank's blocks saw half of every 32-token row
-    assert losses(cp_run) == pytest.approx(losses(one), rel=1e-4)
+    assert losses(make_run(tmp_path / "cp")) == pytest.approx(losses(one), rel=1e-4)
     assert two["metrics"]["tokens"] == metrics["tokens"]  # one batch per group, not per rank
     for name, value in model.state_dict().items():
         torch.testing.assert_close(two["state"][name], value, rtol=1e-4, atol=1e-5)

@@ -7,8 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from llmforge.data.loader import Batch
 from llmforge.model.attention import CausalMask, max_logits
@@ -18,6 +16,7 @@ from llmforge.train.config import OptimConfig, TrainConfig
 from llmforge.train.engine import train_model
 from llmforge.train.loop import Loop
 from llmforge.train.optim import build_optimizers
+from tests.gloo import on_two_ranks
 from tests.train.engine_helpers import make_run, spec, tiny_model
 from tests.train.fake_tokens import make_tokens
 
@@ -138,39 +137,31 @@ def test_engine_runs_qk_clip_and_logs_the_largest_logit(tmp_path):
     assert all(0 < x["max_attn_logit"] < 100 and x["qk_clipped_heads"] == 0 for x in probes)
 
 
-def _fsdp_worker(rank: int, store: str, out: str) -> None:
+def _fsdp_worker(rank: int) -> dict:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from llmforge.model.parallelize import parallelize
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        result = {}
-        for qk_norm in (False, True):
-            cfg = dataclasses.replace(CFG, n_layers=1, qk_norm=qk_norm)
-            models = []
-            for wrap in (lambda m: m, parallelize):
-                torch.manual_seed(0)
-                models.append(wrap(GPT(cfg)))
-                qc.clip_attention_(qc.attention_layers(models[-1])[0], HEAD_LOGITS, 1.0)
-            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            full = get_model_state_dict(models[1], options=options)
-            plain = models[0].state_dict()
-            result[qk_norm] = {k: (v, plain[k]) for k, v in full.items()}
-        if rank == 0:
-            torch.save(result, out)
-    finally:
-        dist.destroy_process_group()
+    result = {}
+    for qk_norm in (False, True):
+        cfg = dataclasses.replace(CFG, n_layers=1, qk_norm=qk_norm)
+        models = []
+        for wrap in (lambda m: m, parallelize):
+            torch.manual_seed(0)
+            models.append(wrap(GPT(cfg)))
+            qc.clip_attention_(qc.attention_layers(models[-1])[0], HEAD_LOGITS, 1.0)
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(models[1], options=options)
+        plain = models[0].state_dict()
+        result[qk_norm] = {k: (v, plain[k]) for k, v in full.items()}
+    return result
 
 
 HEAD_LOGITS = torch.tensor([0.5, 3.0, 2.0, 4.0])
 
 
 def test_clip_on_fsdp2_sharded_weights_matches_the_plain_model(tmp_path):
-    out = str(tmp_path / "result.pt")
-    mp.start_processes(_fsdp_worker, args=(str(tmp_path / "store"), out), nprocs=2,
-                       start_method="fork")  # fmt: skip
-    result = torch.load(out, weights_only=True)
+    result = on_two_ranks(_fsdp_worker, tmp_path)[0]
     torch.manual_seed(0)
     untouched = GPT(dataclasses.replace(CFG, n_layers=1)).state_dict()
     for pairs in result.values():
