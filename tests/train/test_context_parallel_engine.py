@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from llmforge.errors import ConfigError
 from llmforge.train.config import ParallelConfig
 from llmforge.train.engine import train_model
-from tests.gloo import on_two_ranks
+from tests.gloo import on_ranks, on_two_ranks
 from tests.train.engine_helpers import make_run, spec, tiny_model
 from tests.train.fake_tokens import make_tokens
 
@@ -50,3 +51,19 @@ def test_context_parallel_needs_a_launch_it_divides(tmp_path):
     tokens = make_tokens(tmp_path / "tok", {"a": 10})
     with pytest.raises(ConfigError, match="parallel.context"):
         train_model(tiny_model(), context_spec(tokens, 2), make_run(tmp_path / "out"))
+
+
+def _data_parallel_worker(rank: int, tokens: Path, out: Path, context: int) -> list[float]:
+    world = dist.get_world_size()
+    run = make_run(out / f"world{world}", rank=rank, world=world)
+    train_model(tiny_model(), context_spec(tokens, context), run)
+    return losses(run) if rank == 0 else []
+
+
+def test_two_context_groups_of_two_match_two_data_parallel_ranks(tmp_path):
+    """4 ranks = 2 data-parallel groups x 2 context ranks: sub-groups, and the same data
+    and losses as 2 plain FSDP ranks."""
+    tokens = make_tokens(tmp_path / "tok", {"a": 30, "b": 30})
+    four = on_ranks(4, _data_parallel_worker, tmp_path, tokens, tmp_path, 2)[0]
+    two = on_ranks(2, _data_parallel_worker, tmp_path, tokens, tmp_path, 1)[0]
+    assert four == pytest.approx(two, rel=1e-5)
