@@ -11,6 +11,11 @@ last trained length), so transformers and vLLM run the model at `factor` x that 
 Each length is a separate engine run with its own checkpoint directory
 (`_work/len-{L}/`); a finished length leaves its weights there, so a re-run resumes in
 the right stage.
+
+Context parallelism for lengths one device cannot hold: `-s parallel.context=P` under
+`torchrun --nproc-per-node N` splits every sequence over groups of P ranks (Ulysses
+all-to-all, intra-document masking kept; llmforge/model/context_parallel.py); the N / P
+groups are data parallel.
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ from llmforge.model.gpt import GPT, RopeScaling
 from llmforge.model.hf import export_hf, load_gpt
 from llmforge.model.parallelize import barrier
 from llmforge.stage import Inputs, Role, Stage
-from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train.config import (
+    OptimConfig,
+    ParallelConfig,
+    ScheduleConfig,
+    SpikeConfig,
+    TrainConfig,
+)
 from llmforge.train.engine import seed_everything, train_model
 from stages.pretrain import spec_for
 
@@ -67,6 +78,9 @@ class Config:
     optim: OptimConfig = param(OptimConfig(), "optimizer (recipes use a lower lr, e.g. 1e-4)")
     schedule: ScheduleConfig = param(ScheduleConfig(), "schedule, restarted for each length")
     spike: SpikeConfig = param(SpikeConfig(), "loss-spike policy")
+    parallel: ParallelConfig = param(
+        ParallelConfig(), "context: 2+ splits each sequence over that many ranks (torchrun)"
+    )
 
 
 def rescaled(model: GPT, length: int, theta: float) -> GPT:
@@ -102,8 +116,9 @@ def run_length(model: GPT, cfg: Config, inputs: Inputs, out: Run, i: int) -> tup
     train = dataclasses.replace(cfg.train, seq_len=length, seed=cfg.train.seed + i)
     data = dataclasses.replace(cfg.data, intra_doc_mask=not cfg.extend.cross_document)
     spec = dataclasses.replace(
-        spec_for(cfg, inputs), train=train, data=data, extra_log={"length": length}
-    )
+        spec_for(cfg, inputs), train=train, data=data, extra_log={"length": length},
+        parallel=cfg.parallel,
+    )  # fmt: skip
     model, metrics = train_model(model, spec, out, work=work)
     if out.is_main:
         tied = model.cfg.tie_embeddings  # safetensors refuses shared tensors
@@ -127,6 +142,12 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
             "extend.lengths",
             f"the first length ({cfg.extend.lengths[0]}) must exceed the model's max_seq_len "
             f"({model.cfg.max_seq_len})",
+        )
+    uneven = [n for n in cfg.extend.lengths if n % cfg.parallel.context]
+    if uneven:
+        raise ConfigError(
+            "parallel.context",
+            f"{cfg.parallel.context} ranks per sequence do not divide extend.lengths {uneven}",
         )
     metrics, original = {}, model.cfg.max_seq_len
     for i, length in enumerate(cfg.extend.lengths):

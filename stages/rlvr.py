@@ -21,6 +21,7 @@ from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import assign_modes, read_prompts
 from llmforge.post.trl_bridge import LoraArgs, load_model, publish_model
 from llmforge.stage import Inputs, Role, Stage
+from llmforge.train import tracking
 
 Config = RLConfig
 
@@ -143,9 +144,10 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     model, tokenizer = load_policy(model_ref.path)
     generator = make_generator(cfg, model, tokenizer, model_ref.path)
     rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
-    loop = GRPOLoop(model, tokenizer, rows, cfg, out.work, out.log_metrics, generator)
-    t0 = time.time()
-    train(loop, cfg, out)
+    with tracking.tracked(out) as sink:  # metrics.jsonl, and W&B/TensorBoard if asked
+        loop = GRPOLoop(model, tokenizer, rows, cfg, out.work, sink, generator)
+        t0 = time.time()
+        train(loop, cfg, out)
     # Summarise the whole run from metrics.jsonl, so a resumed run reports every step.
     lines = (out.dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     history = [m for m in map(json.loads, lines) if "step" in m]

@@ -12,6 +12,9 @@ FlexAttention refuses backward on CPU (torch 2.13), hence the SDPA mask path for
 training; SDPA has no hook for soft-capping the scores, hence the eager path. All paths
 take grouped-query K/V (fewer KV heads than query heads) without repeating them, except
 the eager one, which is the readable reference the others are tested against.
+
+`max_logits(q, k, mask)` is the per-head largest logit that MuonClip (train/qk_clip.py)
+reads; the model computes it only while that probe is switched on.
 """
 
 from __future__ import annotations
@@ -62,10 +65,15 @@ class CausalMask:
     @cached_property
     def dense(self) -> Tensor:
         """Boolean mask, True where attending is allowed: [B or 1, 1, S, S]."""
-        idx = torch.arange(self.seq_len, device=self.device)
-        allowed = (idx[:, None] >= idx[None, :])[None, None]
+        return self.rows(0, self.seq_len)
+
+    def rows(self, start: int, end: int) -> Tensor:
+        """The dense mask of queries start..end-1 over keys 0..end-1: [B or 1, 1, end-start, end]."""
+        q_idx = torch.arange(start, end, device=self.device)
+        kv_idx = torch.arange(end, device=self.device)
+        allowed = (q_idx[:, None] >= kv_idx[None, :])[None, None]
         if self.segments is not None:
-            same_doc = self.segments[:, :, None] == self.segments[:, None, :]
+            same_doc = self.segments[:, start:end, None] == self.segments[:, None, :end]
             allowed = allowed & same_doc[:, None]
         return allowed
 
@@ -137,6 +145,26 @@ def eager_attention(
         scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask.dense, float("-inf"))
     return (scores.softmax(dim=-1).to(v.dtype)) @ v
+
+
+@torch.no_grad()
+def max_logits(q: Tensor, k: Tensor, mask: CausalMask, chunk: int = 512) -> Tensor:
+    """Each head's largest attention logit q.k / sqrt(d) over the allowed pairs: [H] fp32.
+
+    The probe MuonClip reads (Kimi K2's S_max). It recomputes Q K^T in blocks of `chunk`
+    queries (causal: block i needs keys up to its end only), so memory stays at
+    B x H x chunk x S whatever the kernel the attention itself used. Soft-capping, if any,
+    comes after this logit.
+    """
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1).float()
+    best = torch.full((q.shape[1],), float("-inf"), device=q.device)
+    for start in range(0, q.shape[2], chunk):
+        end = min(start + chunk, q.shape[2])
+        scores = q[:, :, start:end].float() @ k[:, :, :end].transpose(-2, -1)
+        scores = scores.masked_fill(~mask.rows(start, end), float("-inf"))
+        best = torch.maximum(best, scores.amax(dim=(0, 2, 3)))
+    return best / math.sqrt(q.shape[-1])
 
 
 _compiled_flex = None

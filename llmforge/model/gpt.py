@@ -17,7 +17,9 @@ Features, each switched by a `ModelConfig` field:
 
 Module names follow transformers' Llama (`model.layers.0.self_attn.q_proj`, ...), so export
 to Llama, Qwen3 and SmolLM3 is a key rename (see hf.py). Parallelism lives in
-parallelize.py, not here.
+parallelize.py, expert_parallel.py and context_parallel.py, not here: this file only has
+the two hooks they set (`MoE.dispatch`, `Attention.sequence_parallel`), and MuonClip's
+max-logit probe (`Attention.max_logit`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from llmforge.config import check, param
-from llmforge.model.attention import CausalMask, attention, document_positions
+from llmforge.model.attention import CausalMask, attention, document_positions, max_logits
 from llmforge.ops import apply_rope, linear_cross_entropy, rms_norm, swiglu
 
 # ---------------------------------------------------------------- configuration
@@ -191,18 +193,21 @@ class MoE(nn.Module):
     the top-k experts; the mixing weights are the chosen unbiased scores, normalised to
     sum to 1. `expert_load` accumulates tokens per expert (GPT.forward adds each training
     batch's) until `GPT.update_moe_bias` reads it.
-    Experts run one after another: readable, and fine at the sizes this runs on CPU.
+    Experts run one after another: readable, and fine at the sizes this runs on CPU. With
+    expert parallelism (expert_parallel.py) each rank keeps a share of the experts and
+    `dispatch` sends the tokens to the rank that owns their expert and back.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         n, hidden = cfg.moe.n_experts, cfg.moe.expert_hidden or cfg.ffn_hidden
-        self.top_k = cfg.moe.top_k
+        self.n_experts, self.top_k = n, cfg.moe.top_k
         self.router = nn.Linear(cfg.d_model, n, bias=False)
         self.experts = nn.ModuleList(MLP(cfg.d_model, hidden) for _ in range(n))
         self.shared_expert = MLP(cfg.d_model, hidden) if cfg.moe.shared_expert else None
         self.register_buffer("expert_bias", torch.zeros(n))
         self.register_buffer("expert_load", torch.zeros(n), persistent=False)
+        self.dispatch = None  # expert parallelism: (moe, flat, chosen, weights) -> output
 
     def route(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         """Chosen experts [N, k] and their mixing weights [N, k] (fp32)."""
@@ -214,6 +219,17 @@ class MoE(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         flat = x.reshape(-1, x.shape[-1])
         chosen, weights = self.route(flat)
+        if self.dispatch is None:
+            out = self.run_experts(flat, chosen, weights)
+        else:
+            out = self.dispatch(self, flat, chosen, weights)
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(flat)
+        load = torch.bincount(chosen.flatten(), minlength=self.n_experts).float()
+        return out.view_as(x), load
+
+    def run_experts(self, flat: Tensor, chosen: Tensor, weights: Tensor) -> Tensor:
+        """sum_k weight_k * expert_k(token), all experts on this rank."""
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
             # Every expert runs, even on zero tokens, so each rank produces a gradient for
@@ -221,10 +237,7 @@ class MoE(nn.Module):
             token, slot = torch.where(chosen == e)
             mixed = expert(flat[token]) * weights[token, slot, None].to(flat.dtype)
             out = out.index_add(0, token, mixed)
-        if self.shared_expert is not None:
-            out = out + self.shared_expert(flat)
-        load = torch.bincount(chosen.flatten(), minlength=len(self.experts)).float()
-        return out.view_as(x), load
+        return out
 
 
 class Attention(nn.Module):
@@ -240,6 +253,12 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(d, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(d, cfg.norm_eps) if cfg.qk_norm else None
         self.gate = nn.Linear(cfg.d_model, h * d, bias=False) if cfg.gated_attn else None
+        # MuonClip's probe (train/qk_clip.py): while this is a [n_heads] tensor, training
+        # forwards keep each head's largest attention logit in it.
+        self.max_logit: Tensor | None = None
+        # Context parallelism (context_parallel.py) sets this to a function that runs
+        # `attend` on the whole sequence for a share of the heads.
+        self.sequence_parallel = None
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor, float], mask: CausalMask) -> Tensor:
         b, s, _ = x.shape
@@ -252,11 +271,23 @@ class Attention(nn.Module):
             positions, inv_freq, scale = rope
             q = apply_rope(q, positions, inv_freq, scale=scale)
             k = apply_rope(k, positions, inv_freq, scale=scale)
-        y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.softcap)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.sequence_parallel is None:
+            y = self.attend(q, k, v, mask)
+        else:
+            y = self.sequence_parallel(self.attend, q, k, v, mask)
         y = y.transpose(1, 2).reshape(b, s, self.n_heads * self.head_dim)
         if self.gate is not None:
             y = y * torch.sigmoid(self.gate(x))
         return self.o_proj(y)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: CausalMask, first_head: int = 0):
+        """Attention over [B, heads, S, D]; the heads are first_head.. of this layer."""
+        if self.max_logit is not None and self.training:
+            heads = slice(first_head, first_head + q.shape[1])
+            seen = max_logits(q, k, mask).to(self.max_logit.device)
+            self.max_logit[heads] = torch.maximum(self.max_logit[heads], seen)
+        return attention(q, k, v, mask, self.softcap)
 
 
 class Block(nn.Module):
@@ -331,14 +362,20 @@ class GPT(nn.Module):
         doc_ids: Tensor | None = None,
         positions: Tensor | None = None,
         z_loss: float = 0.0,
+        mask: CausalMask | None = None,
     ) -> ModelOutput:
-        """input_ids [B, S]; targets [B, S] with -100 ignored; doc_ids [B, S] per-token document."""
+        """input_ids [B, S]; targets [B, S] with -100 ignored; doc_ids [B, S] per-token document.
+
+        `mask` replaces the one built from doc_ids: context parallelism passes the whole
+        row's while input_ids holds this rank's part of it.
+        """
         b, s = input_ids.shape
         if positions is None and doc_ids is not None:
             positions = document_positions(doc_ids)
         elif positions is None:
             positions = torch.arange(s, device=input_ids.device).expand(b, s)
-        mask = CausalMask(s, doc_ids, device=input_ids.device)
+        if mask is None:
+            mask = CausalMask(s, doc_ids, device=input_ids.device)
         inv_freq = self.inv_freq
         if inv_freq.dtype != torch.float32:  # the model was cast (e.g. .bfloat16()): recompute
             inv_freq = rope_frequencies(self.cfg)[0].to(input_ids.device)

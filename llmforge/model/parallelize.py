@@ -4,7 +4,9 @@ Under torchrun (or `accelerate launch`, which sets the same variables) every ran
 `init_distributed()`; the backend is NCCL on GPUs and gloo on CPUs. `parallelize()` shards
 each transformer block and then the root with FSDP2 (`fully_shard`), so the tied
 embedding/head stays in the root group; it compiles with `Module.compile()`, which keeps
-parameter names (and so checkpoints) unchanged.
+parameter names (and so checkpoints) unchanged. Context parallelism (`context` > 1) is
+switched on here too; expert parallelism lives in expert_parallel.py (not wired into the
+engine yet).
 """
 
 from __future__ import annotations
@@ -40,11 +42,17 @@ def barrier() -> None:
         dist.barrier()
 
 
-def parallelize(model: nn.Module, compile: bool = False) -> nn.Module:
+def parallelize(model: nn.Module, compile: bool = False, context: int = 1) -> nn.Module:
     """Shard `model` with FSDP2 when distributed, and compile it if asked; returns it in place.
 
+    With `context` > 1, groups of that many consecutive ranks split each sequence
+    (context_parallel.py) before FSDP2 shards the weights over all ranks.
     Expects the GPT layout: a `layers` ModuleList of blocks.
     """
+    if context > 1:
+        from llmforge.model.context_parallel import apply_context_parallel, context_group
+
+        apply_context_parallel(model, context_group(context))
     if dist.is_initialized() and dist.get_world_size() > 1:
         from torch.distributed.fsdp import fully_shard
 

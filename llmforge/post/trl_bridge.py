@@ -3,7 +3,8 @@
 Stages never pass TRL's argument classes around: they hold our `TrainArgs` and `LoraArgs`
 sections, and this module maps them onto `SFTConfig`/`DPOConfig`/`KTOConfig` fields (TRL
 1.16 names), builds the PEFT adapter, loads and publishes `model` artifacts, finds the
-checkpoint to resume from, and forwards TRL's logs to `metrics.jsonl` and a progress bar.
+checkpoint to resume from, and forwards TRL's logs to `metrics.jsonl`, the optional
+trackers (W&B, TensorBoard) and a progress bar.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 from llmforge import log
 from llmforge.config import check, param
 from llmforge.errors import BadInput
+from llmforge.train import tracking
 
 MODEL_JSON = "llmforge_model.json"
 
@@ -182,15 +184,19 @@ def resume_checkpoint(work: Path) -> str | None:
 
 
 def trainer_callback(out, total_steps: int | None, stage: str):
-    """A transformers callback: each TRL log record to metrics.jsonl and a progress bar."""
+    """A transformers callback: each TRL log record to metrics.jsonl, the trackers that
+    LLMFORGE_TRACK asks for (train/tracking.py, same names) and a progress bar."""
     from transformers import TrainerCallback
 
     class _Forward(TrainerCallback):
         def __init__(self):
             self.bar_cm = log.progress(stage, total=total_steps)
             self.bar = None
+            self.tracker = None
 
         def on_train_begin(self, args, state, control, **kwargs):
+            if out is not None:
+                self.tracker = tracking.open_tracker(out)
             self.bar = self.bar_cm.__enter__()
             self.bar.advance(state.global_step)
 
@@ -202,10 +208,15 @@ def trainer_callback(out, total_steps: int | None, stage: str):
             record = {"step": state.global_step, **{k: _num(v) for k, v in (logs or {}).items()}}
             if out is not None:
                 out.log_metrics(record)
+            if self.tracker is not None:
+                self.tracker.log(record)
             if self.bar is not None and "loss" in record:
                 self.bar.status(f"loss {record['loss']:.4f}")
 
         def on_train_end(self, args, state, control, **kwargs):
+            if self.tracker is not None:
+                self.tracker.close()
+                self.tracker = None
             if self.bar is not None:
                 self.bar_cm.__exit__(None, None, None)
                 self.bar = None

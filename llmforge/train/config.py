@@ -23,6 +23,11 @@ class OptimConfig:
     weight_decay: float = param(0.1, "decoupled weight decay (never on embeddings and norms)")
     muon_momentum: float = param(0.95, "Muon momentum")
     muon_lr_scale: float = param(1.0, "Muon lr = lr * this (Muon's update is RMS-matched to AdamW)")
+    qk_clip: float | None = param(
+        None,
+        "MuonClip (Kimi K2, tau=100): after each step rescale W_q/W_k of every head whose "
+        "largest attention logit passed this tau; null = off",
+    )
 
     def __post_init__(self):
         check(self.lr > 0, "lr", "must be > 0")
@@ -31,6 +36,7 @@ class OptimConfig:
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         check(0 <= self.muon_momentum < 1, "muon_momentum", "must be in [0, 1)")
         check(self.muon_lr_scale > 0, "muon_lr_scale", "must be > 0")
+        check(self.qk_clip is None or self.qk_clip > 0, "qk_clip", "must be > 0 or null")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,14 @@ class ScheduleConfig:
         [0.8, 0.9], "multistep: fractions of the steps where the lr is multiplied by gamma"
     )
     gamma: float = param(0.316, "multistep: lr factor at each milestone (DeepSeek: 0.316)")
+    batch_scaling: Literal["none", "sqrt", "linear"] = param(
+        "none",
+        "scale the peak lr with the global batch: x sqrt(batch / reference_batch) "
+        "(square-root rule, for Adam-type optimizers) or x batch / reference_batch (linear)",
+    )
+    reference_batch: int = param(
+        0, "batch_scaling: global batch in tokens per optimizer step that optim.lr was tuned at"
+    )
 
     def __post_init__(self):
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
@@ -56,6 +70,9 @@ class ScheduleConfig:
         check(all(0 < m < 1 for m in self.milestones), "milestones", "each must be in (0, 1)")
         check(list(self.milestones) == sorted(self.milestones), "milestones", "must be increasing")
         check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
+        check(self.reference_batch >= 0, "reference_batch", "must be >= 0")
+        if self.batch_scaling != "none":
+            check(self.reference_batch > 0, "reference_batch", "batch_scaling needs it > 0")
 
 
 @dataclass(frozen=True)
@@ -108,3 +125,17 @@ class TrainConfig:
         check(self.val_every >= 0, "val_every", "must be >= 0")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         check(self.peak_probe_s >= 0, "peak_probe_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How the ranks of a torchrun launch share the work; the rest is FSDP2 data parallelism."""
+
+    context: int = param(
+        1,
+        "ranks that split every sequence (Ulysses context parallelism); they share one "
+        "batch. Must divide the world size, model.n_heads and train.seq_len",
+    )
+
+    def __post_init__(self):
+        check(self.context >= 1, "context", "must be >= 1")

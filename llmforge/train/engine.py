@@ -20,14 +20,23 @@ from llmforge.artifact import Run
 from llmforge.data.loader import DataConfig, PackedLoader, Source, validation_batches
 from llmforge.data.mixture import natural_weights, stage_ends, total_steps_for, weight_vector
 from llmforge.data.tokens import TokenStore
-from llmforge.errors import BadInput
+from llmforge.errors import BadInput, ConfigError
 from llmforge.model import parallelize as par
+from llmforge.model.context_parallel import check_heads
 from llmforge.train import callbacks as cb
-from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train import tracking
+from llmforge.train.config import (
+    OptimConfig,
+    ParallelConfig,
+    ScheduleConfig,
+    SpikeConfig,
+    TrainConfig,
+)
 from llmforge.train.loop import Loop
 from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
 from llmforge.train.optim import build_optimizers
-from llmforge.train.schedule import build_schedulers
+from llmforge.train.qk_clip import QKClip
+from llmforge.train.schedule import batch_lr_scale, build_schedulers
 from llmforge.train.step import resolve_precision
 
 
@@ -43,12 +52,18 @@ class TrainSpec:
     tokens: list[Path]
     mixture: dict[str, float] | None = None  # from a mixture artifact
     extra_log: dict = field(default_factory=dict)  # merged into every metrics line
+    parallel: ParallelConfig = ParallelConfig()
+
+
+def batch_tokens(t: TrainConfig, world: int) -> int:
+    """Tokens per optimizer step over the `world` data-parallel ranks (the global batch)."""
+    return t.batch_size * t.seq_len * t.grad_accum * world
 
 
 def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[PackedLoader, int]:
     """The loader of this rank and the total number of optimizer steps."""
     t = spec.train
-    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world
+    tokens_per_step = batch_tokens(t, world)
     stages = spec.data.stages
     total = t.steps or total_steps_for(stages, tokens_per_step)
     default = spec.mixture or natural_weights(source.domain_tokens())
@@ -100,6 +115,26 @@ def check_model(model: nn.Module, source: Source, spec: TrainSpec) -> None:
         )
 
 
+def check_parallel(cfg, spec: TrainSpec, world: int) -> int:
+    """The context-parallel group size, checked against the launch, the heads and seq_len."""
+    cp = spec.parallel.context
+    if cp == 1:
+        return 1
+    if world % cp:
+        raise ConfigError(
+            "parallel.context", f"{cp} ranks per sequence do not divide the {world} ranks "
+            "of this launch (use torchrun --nproc-per-node)",
+        )  # fmt: skip
+    if spec.train.seq_len % cp:
+        raise ConfigError("parallel.context", f"{cp} does not divide train.seq_len "
+                          f"({spec.train.seq_len})")  # fmt: skip
+    try:
+        check_heads(cfg.n_heads, cfg.n_kv_heads, cp)
+    except ValueError as e:
+        raise ConfigError("parallel.context", str(e)) from None
+    return cp
+
+
 def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None = None
                 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """Train (or resume training) `model` and return it with summary metrics.
@@ -109,32 +144,50 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     rank, world = par.init_distributed()
     source = Source([TokenStore(p, "train") for p in spec.tokens])
     check_model(model, source, spec)
-    loader, total = plan_data(spec, source, rank, world)
+    cp = check_parallel(model.cfg, spec, world)
+    data_world = world // cp  # the ranks of a context-parallel group share one batch
+    loader, total = plan_data(spec, source, rank // cp, data_world)
     val_sets = validation_sets(spec)
     raw = model.to(par.device())
-    model = par.parallelize(raw, compile=spec.train.compile)
+    model = par.parallelize(raw, compile=spec.train.compile, context=cp)
     optimizers = build_optimizers(model, spec.optim)
-    schedulers = build_schedulers(optimizers, spec.schedule, total)
+    tokens_per_step = batch_tokens(spec.train, data_world)
+    schedulers = build_schedulers(optimizers, spec.schedule, total, tokens_per_step)
+    log_batch_scaling(spec.schedule, tokens_per_step)
     t = spec.train
     precision = resolve_precision(t.precision, par.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
+    per_device_flops = flops_per_token(raw.cfg, t.seq_len) / cp  # a group shares each token
     callbacks = [
         cb.SpikeGuard(spec.spike),
         cb.MoEBias(t.moe_bias_rate),
-        cb.MetricsLogger(t.log_every, flops_per_token(raw.cfg, t.seq_len), peak),
+        *([QKClip(spec.optim.qk_clip, t.log_every)] if spec.optim.qk_clip else []),
+        cb.MetricsLogger(t.log_every, per_device_flops, peak),
         cb.Validator(val_sets, t.val_every, precision),
         cb.Checkpointer(t.checkpoint_every),
     ]
-    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work, callbacks,
-                log_fn=lambda r: out.log_metrics({**r, **spec.extra_log}))  # fmt: skip
-    if loop.resume() and out.is_main:
-        trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
-    log.info(
-        f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{world} "
-        f"tokens in {precision}"
-    )
-    loop.run()
+    stage = "-".join(f"{k}{v}" for k, v in spec.extra_log.items())  # e.g. length4096
+    with tracking.tracked(out, stage) as sink:
+        loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work,
+                    callbacks, log_fn=lambda r: sink({**r, **spec.extra_log}),
+                    data_world=data_world)  # fmt: skip
+        if loop.resume() and out.is_main:
+            trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
+        log.info(
+            f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{data_world} "
+            f"tokens in {precision}" + (f", each sequence split over {cp} ranks" if cp > 1 else "")
+        )
+        loop.run()
     return full_model(model, raw), summary(loop, callbacks, peak, raw, precision)
+
+
+def log_batch_scaling(schedule: ScheduleConfig, tokens: int) -> None:
+    if schedule.batch_scaling != "none":
+        scale = batch_lr_scale(schedule, tokens)
+        log.info(
+            f"lr x{scale:.4g} by the {schedule.batch_scaling} rule: global batch {tokens} "
+            f"tokens, reference {schedule.reference_batch}"
+        )
 
 
 def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:

@@ -34,8 +34,10 @@ class Loop:
 
     def __init__(self, model: nn.Module, raw_model: nn.Module, optimizers: list, schedulers: list,
                  loader: PackedLoader, total_steps: int, train_cfg, work: Path,
-                 callbacks: list[Callback], log_fn: Callable[[dict], None] = lambda r: None):  # fmt: skip
+                 callbacks: list[Callback], log_fn: Callable[[dict], None] = lambda r: None,
+                 data_world: int | None = None):  # fmt: skip
         self.model, self.raw_model = model, raw_model
+        self.data_world = data_world  # ranks drawing distinct batches (None: the world size)
         self.optimizers, self.schedulers, self.loader = optimizers, schedulers, loader
         self.total_steps, self.cfg, self.work = total_steps, train_cfg, Path(work)
         self.callbacks, self.log = callbacks, log_fn
@@ -46,6 +48,7 @@ class Loop:
     def tokens_trained(self) -> int:
         """Input tokens per optimizer step times the steps done, over all ranks."""
         world = dist.get_world_size() if dist.is_initialized() else 1
+        world = self.data_world or world
         return self.step * self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum * world
 
     # ------------------------------------------------------------ checkpoints

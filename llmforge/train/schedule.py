@@ -2,7 +2,9 @@
 
 `lr_factor(cfg, step, total)` is the multiplier of the peak lr at optimizer step `step`
 (0-based). `build_schedulers` wraps it in `torch.optim.lr_scheduler.LambdaLR`, one per
-optimizer; since the factor depends only on the step, resuming needs no extra state.
+optimizer, times `batch_lr_scale` (the square-root or linear rule for a global batch other
+than the one the lr was tuned at); since the factor depends only on the step and the
+batch, resuming needs no extra state.
 """
 
 from __future__ import annotations
@@ -59,10 +61,26 @@ def lr_factor(cfg: ScheduleConfig, step: int, total: int) -> float:
     return warmup_factor(step, cfg.warmup_steps) * shape(cfg, step, total)
 
 
+def batch_lr_scale(cfg: ScheduleConfig, batch_tokens: int) -> float:
+    """Peak-lr multiplier for a global batch of `batch_tokens` tokens per optimizer step.
+
+    sqrt: (batch / reference) ** 0.5, the rule that keeps Adam's update noise constant
+    (Malladi et al. 2022); linear: batch / reference (Goyal et al. 2017, for SGD).
+    """
+    if cfg.batch_scaling == "none":
+        return 1.0
+    if batch_tokens <= 0:
+        raise ValueError(f"batch_scaling={cfg.batch_scaling} needs the global batch in tokens")
+    ratio = batch_tokens / cfg.reference_batch
+    return math.sqrt(ratio) if cfg.batch_scaling == "sqrt" else ratio
+
+
 def build_schedulers(
-    optimizers: list[torch.optim.Optimizer], cfg: ScheduleConfig, total: int
+    optimizers: list[torch.optim.Optimizer], cfg: ScheduleConfig, total: int, batch_tokens: int = 0
 ) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """One LambdaLR per optimizer; `batch_tokens` (the global batch) feeds `batch_scaling`."""
+    scale = batch_lr_scale(cfg, batch_tokens)
     return [
-        torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step, total))
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda step: scale * lr_factor(cfg, step, total))
         for opt in optimizers
     ]
