@@ -17,7 +17,7 @@ Features, each switched by a `ModelConfig` field:
 
 Module names follow transformers' Llama (`model.layers.0.self_attn.q_proj`, ...), so export
 to Llama, Qwen3 and SmolLM3 is a key rename (see hf.py). Parallelism lives in
-parallelize.py, not here.
+parallelize.py and collectives in llmforge/distributed.py, not here.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from llmforge import distributed
 from llmforge.config import check, param
 from llmforge.model.attention import CausalMask, attention, document_positions
 from llmforge.ops import apply_rope, linear_cross_entropy, rms_norm, swiglu
@@ -414,16 +414,14 @@ class GPT(nn.Module):
     def update_moe_bias(self, rate: float) -> dict:
         """Nudge each expert's routing bias by `rate` toward equal load; call after a step.
 
-        Loads counted since the last call are summed over ranks when torch.distributed is
-        initialised, so every rank applies the same update. Returns routing statistics:
+        Loads counted since the last call are summed over ranks (`llmforge.distributed`),
+        so every rank applies the same update. Returns routing statistics:
         tokens per expert (summed over MoE layers) and the worst layer's max load / mean.
         """
         moes = self.moe_layers()
         if not moes:
             return {}
-        load = torch.stack([m.expert_load for m in moes])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(load)
+        load = distributed.all_reduce(torch.stack([m.expert_load for m in moes]))
         mean = load.mean(dim=-1, keepdim=True)
         for moe, layer_load, layer_mean in zip(moes, load, mean):
             moe.expert_bias += rate * torch.sign(layer_mean - layer_load)

@@ -99,12 +99,15 @@ class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
         return self.model.lm_head
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, **kwargs):
+        """Logits, and with `labels` the next-token loss as stock transformers models give it:
+        the token mean, or with `num_items_in_batch` (what Trainer passes under gradient
+        accumulation) the token sum divided by it, so accumulated micro-batches add up to
+        the mean over the whole optimizer step."""
         doc_ids = _documents(attention_mask, position_ids)
         logits = self.model(input_ids, doc_ids=doc_ids, positions=position_ids).logits
         loss = None
         if labels is not None:
-            shifted = logits[:, :-1].flatten(0, 1).float()
-            loss = F.cross_entropy(shifted, labels[:, 1:].flatten(), ignore_index=-100)
+            loss = self.loss_function(logits, labels, self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmforge import log
+from llmforge import distributed, log
 from llmforge.artifact import Run
 from llmforge.data.loader import DataConfig, PackedLoader, Source, validation_batches
 from llmforge.data.mixture import natural_weights, stage_ends, total_steps_for, weight_vector
 from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput
-from llmforge.model import parallelize as par
+from llmforge.model.parallelize import parallelize
 from llmforge.train import callbacks as cb
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
 from llmforge.train.loop import Loop
@@ -106,17 +106,17 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
 
     Checkpoints go to `work` (default `out.work`); staged runs give each stage its own.
     """
-    rank, world = par.init_distributed()
+    rank, world = distributed.init()
     source = Source([TokenStore(p, "train") for p in spec.tokens])
     check_model(model, source, spec)
     loader, total = plan_data(spec, source, rank, world)
     val_sets = validation_sets(spec)
-    raw = model.to(par.device())
-    model = par.parallelize(raw, compile=spec.train.compile)
+    raw = distributed.place(model)
+    model = parallelize(raw, compile=spec.train.compile)
     optimizers = build_optimizers(model, spec.optim)
     schedulers = build_schedulers(optimizers, spec.schedule, total)
     t = spec.train
-    precision = resolve_precision(t.precision, par.device())
+    precision = resolve_precision(t.precision, distributed.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
     callbacks = [
         cb.SpikeGuard(spec.spike),
@@ -139,15 +139,13 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
 
 def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
     """An unsharded copy of the trained weights (a collective under FSDP)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
+    if not distributed.is_distributed():
         return raw
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)  # filled on rank 0 only
-    if dist.get_rank() != 0:
+    if distributed.get_rank() != 0:
         return raw
     plain = type(raw)(raw.cfg)
     plain.load_state_dict(state)

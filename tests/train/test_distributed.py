@@ -29,6 +29,7 @@ def test_fsdp_two_ranks_match_one_process(tmp_path):
     r = torch.load(result, weights_only=True)
     assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5)
     assert r["max_diff"] < 1e-5
+    assert r["checked"], "the collective check must be on in the distributed tests"
 
 
 @pytest.mark.slow
