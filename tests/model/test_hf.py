@@ -251,3 +251,39 @@ def test_export_copies_tokenizer_and_special_ids(tmp_path):
     assert generation["eos_token_id"] == [0, 1]  # <|endoftext|> and <|im_end|>
     loaded = transformers.AutoTokenizer.from_pretrained(out)
     assert loaded("w3 w4")["input_ids"] == [5, 6]
+
+
+def test_custom_family_accumulation_matches_a_double_batch(tmp_path):
+    """Issue 15, fault 5: Trainer hands `num_items_in_batch` to a forward that takes
+    **kwargs and then skips its own 1/grad_accum, so a forward that ignored it trained with
+    gradients grad_accum times too large. Two micro-batches of 2 must give the gradient of
+    one batch of 4, with label counts that differ per row (no clipping)."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    export_hf(random_model(**FAMILIES["llmforge"]), tmp_path / "model")
+    tokens = ids(4, 12)
+    labels = tokens.clone()
+    for row in range(4):
+        labels[row, : 2 * row + 1] = -100  # 11, 9, 7 and 5 targets
+    data = Dataset.from_dict({"input_ids": tokens.tolist(), "labels": labels.tolist()})
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    def gradients(batch_size: int, grad_accum: int) -> list[torch.Tensor]:
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"run{grad_accum}"), per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=grad_accum, max_steps=1, max_grad_norm=0.0,
+            use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
+        )  # fmt: skip
+        grads = Grads()
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[grads]).train()
+        return grads.grads
+
+    whole, accumulated = gradients(4, 1), gradients(2, 2)
+    assert len(whole) == len(accumulated) > 0
+    for a, b in zip(whole, accumulated, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)

@@ -5,7 +5,6 @@ mismatched source by a trained student is in tests/stages/test_sft.py.)"""
 import math
 
 import pytest
-import torch
 
 from llmforge.post import style_check
 from llmforge.post.style_check import StyleArgs
