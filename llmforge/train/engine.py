@@ -138,16 +138,21 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
 
 
 def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
-    """An unsharded copy of the trained weights (a collective under FSDP)."""
-    if not distributed.is_distributed():
-        return raw
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    """An unsharded CPU copy of the trained weights on every rank (all-gathers under FSDP).
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=options)  # filled on rank 0 only
-    if distributed.get_rank() != 0:
+    Every rank needs it: context-extend trains the next length from it. The shards are
+    gathered one tensor at a time (`full_state_dict` without CPU offload would gather the
+    whole model into each GPU at once, and with it fills rank 0 only).
+    """
+    if distributed.get_world_size() == 1:
         return raw
-    plain = type(raw)(raw.cfg)
+    from torch.distributed.tensor import DTensor
+
+    state = {
+        name: (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu()
+        for name, t in model.state_dict().items()
+    }
+    plain = type(raw)(raw.cfg)  # FSDP2's class for `raw` constructs the plain module
     plain.load_state_dict(state)
     return plain
 
