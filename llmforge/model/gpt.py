@@ -334,6 +334,23 @@ class GPT(nn.Module):
     ) -> ModelOutput:
         """input_ids [B, S]; targets [B, S] with -100 ignored; doc_ids [B, S] per-token document."""
         b, s = input_ids.shape
+        x, aux = self.hidden_states(input_ids, doc_ids, positions)
+        if targets is None:
+            return ModelOutput(self.logits(x), None, None, None, aux)
+        if self.cfg.fused_ce:
+            loss, ce, z, _ = linear_cross_entropy(
+                x.reshape(b * s, -1), self.lm_head.weight, targets.reshape(-1),
+                z_loss=z_loss, softcap=self.cfg.logit_softcap,
+            )  # fmt: skip
+            return ModelOutput(None, loss, ce, z, aux)
+        logits = self.logits(x)
+        ce, z = _cross_entropy_and_z(logits, targets)
+        return ModelOutput(logits, ce + z_loss * z, ce, z, aux)
+
+    def hidden_states(self, input_ids: Tensor, doc_ids: Tensor | None = None,
+                      positions: Tensor | None = None) -> tuple[Tensor, dict]:  # fmt: skip
+        """The final-norm hidden states [B, S, d_model] (what the head reads), and `aux`."""
+        b, s = input_ids.shape
         if positions is None and doc_ids is not None:
             positions = document_positions(doc_ids)
         elif positions is None:
@@ -359,18 +376,7 @@ class GPT(nn.Module):
             with torch.no_grad():
                 for moe, load in zip(self.moe_layers(), loads):
                     moe.expert_load += load
-        x = self.norm(x)
-        if targets is None:
-            return ModelOutput(self.logits(x), None, None, None, aux)
-        if self.cfg.fused_ce:
-            loss, ce, z, _ = linear_cross_entropy(
-                x.reshape(b * s, -1), self.lm_head.weight, targets.reshape(-1),
-                z_loss=z_loss, softcap=self.cfg.logit_softcap,
-            )  # fmt: skip
-            return ModelOutput(None, loss, ce, z, aux)
-        logits = self.logits(x)
-        ce, z = _cross_entropy_and_z(logits, targets)
-        return ModelOutput(logits, ce + z_loss * z, ce, z, aux)
+        return self.norm(x), aux
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Final-norm hidden states -> (soft-capped) logits."""

@@ -287,3 +287,29 @@ def test_custom_family_accumulation_matches_a_double_batch(tmp_path):
     assert len(whole) == len(accumulated) > 0
     for a, b in zip(whole, accumulated, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_custom_family_trains_under_trl_sft(tmp_path, tiny_tokenizer_dir):
+    """TRL's SFTTrainer scores through `base_model` and the output embeddings itself (its
+    fused LM head); the custom family used to crash there (GPT took no attention_mask)."""
+    from transformers import AutoTokenizer
+
+    from llmforge.post import sft
+    from llmforge.post.trl_bridge import LoraArgs, TrainArgs, load_model
+    from tests.post.test_sft import rows
+
+    vocab = len(AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir)))
+    tight_cap = {"vocab_size": vocab, "logit_softcap": 0.2}  # the cap visibly bends the logits
+    export_hf(random_model(**{**FAMILIES["llmforge"], **tight_cap}), tmp_path / "model",
+              tiny_tokenizer_dir)  # fmt: skip
+    model, tok = load_model(tmp_path / "model")
+    train = TrainArgs(batch_size=2, max_length=256, max_steps=1, save_steps=100)
+    trainer = sft.build_trainer(model, tok, rows(4), [], train, sft.SFTOptions(), LoraArgs(),
+                                tmp_path / "work")  # fmt: skip
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    assert "position_ids" in batch  # packed: documents restart their positions
+    with torch.no_grad():
+        trl_loss = float(trainer.compute_loss(trainer.model, batch))
+        own_loss = float(trainer.model(**batch).loss)  # soft-capped logits, shifted labels
+    assert trl_loss == pytest.approx(own_loss, rel=1e-5)
+    assert trainer.train().global_step == 1
