@@ -7,7 +7,6 @@ partial directory that was never created. Each case here must finish in seconds.
 import json
 import multiprocessing
 import os
-import socket
 import time
 
 import pytest
@@ -16,14 +15,9 @@ from llmforge import artifact
 from llmforge.errors import LLMForgeError
 from llmforge.stage import execute
 from tests.slow_stage import SLOW
+from tests.train.test_distributed import free_port
 
 DEADLINE_S = 60  # far below the old 600 s wait, far above the few seconds a case takes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def execute_on_two_ranks(tmp_path, out, sets: list[str]) -> list[dict]:
