@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from llmforge import artifact, config, log
+from llmforge import artifact, config, distributed, log
 from llmforge.artifact import Ref, Run
 from llmforge.errors import BadInput, LLMForgeError, RunFailed
 
@@ -131,19 +131,30 @@ def execute(
         log.console.print(yaml.safe_dump(config.to_dict(cfg), sort_keys=False).rstrip())
         log.info(f"[bold]{stage.name}[/] would write id {art_id} to {out}")
         return out
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = distributed.init()  # the process group, when launched with WORLD_SIZE > 1
     run = Run(out, art_id, stage.kind, stage.name, config.to_dict(cfg), inputs.refs, rank, world)
-    if rank == 0:
-        if _cache_hit(out, art_id, replace):
-            return out
-        run._lock_fd = artifact.acquire_lock(out)
-        artifact.prepare_partial(run, replace)
-    else:
-        _wait_for(run.dir)
+    # Rank 0 alone looks at the output path and takes the lock; every rank learns the
+    # verdict (cache hit, conflict, lock held, resume) from it at once.
+    hit, run.resumed = distributed.main_decides(lambda: _claim(run, replace))
+    if hit:
+        return out
     try:
         return _run_and_publish(stage, cfg, inputs, run, replace)
     finally:
         run.release()
+
+
+def _claim(run: Run, replace: bool) -> tuple[bool, bool]:
+    """(cache hit, resuming): on a miss, lock the output and prepare its partial directory."""
+    if _cache_hit(run.path, run.id, replace):
+        return True, False
+    run._lock_fd = artifact.acquire_lock(run.path)
+    try:
+        artifact.prepare_partial(run, replace)
+    except BaseException:
+        run.release()
+        raise
+    return False, run.resumed
 
 
 def submit_slurm(
@@ -223,18 +234,14 @@ def _run_and_publish(stage: Stage, cfg, inputs: Inputs, run: Run, replace: bool)
         raise
     except Exception as e:
         raise RunFailed(f"{stage.name} failed: {type(e).__name__}: {e}") from e
-    if run.is_main:
-        run.commit(metrics, replace=replace)
-        log.info(f"[green]published[/] {run.path} in {time.time() - run.started:.1f}s")
+    distributed.barrier()  # no rank still writes into the partial directory
+    distributed.main_decides(lambda: _publish(run, metrics, replace))
     return run.path
 
 
-def _wait_for(path: Path, timeout_s: float = 600) -> None:
-    deadline = time.time() + timeout_s
-    while not path.exists():
-        if time.time() > deadline:
-            raise RunFailed(f"rank 0 never created {path}")
-        time.sleep(0.2)
+def _publish(run: Run, metrics: dict, replace: bool) -> None:
+    run.commit(metrics, replace=replace)
+    log.info(f"[green]published[/] {run.path} in {time.time() - run.started:.1f}s")
 
 
 # ---------------------------------------------------------------- the typer command

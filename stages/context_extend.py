@@ -30,10 +30,10 @@ from llmforge import log
 from llmforge.artifact import Run
 from llmforge.config import check, param
 from llmforge.data.loader import DataConfig
+from llmforge.distributed import barrier
 from llmforge.errors import ConfigError
 from llmforge.model.gpt import GPT, RopeScaling
 from llmforge.model.hf import export_hf, load_gpt
-from llmforge.model.parallelize import barrier
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import (
     OptimConfig,

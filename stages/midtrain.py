@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from llmforge.artifact import Run
 from llmforge.config import param
 from llmforge.data.loader import DataConfig
+from llmforge.distributed import barrier
 from llmforge.model.hf import export_hf, load_gpt
-from llmforge.model.parallelize import barrier
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
 from llmforge.train.engine import seed_everything, train_model

@@ -19,9 +19,9 @@ from llmforge.artifact import Run
 from llmforge.config import param
 from llmforge.data.loader import DataConfig
 from llmforge.data.mixture import read_mixture
+from llmforge.distributed import barrier
 from llmforge.model.gpt import GPT, ModelConfig
 from llmforge.model.hf import export_hf
-from llmforge.model.parallelize import barrier
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
 from llmforge.train.engine import TrainSpec, seed_everything, train_model

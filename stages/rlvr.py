@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from llmforge import log
+from llmforge import distributed, log
 from llmforge.artifact import Run
 from llmforge.errors import RunFailed
 from llmforge.post.rl_config import RLConfig
@@ -27,9 +27,9 @@ Config = RLConfig
 
 
 def load_policy(path: Path):
-    """Model (fp32, train mode) and tokenizer of a `model` artifact."""
+    """Model (fp32, train mode, on this rank's device) and tokenizer of a `model` artifact."""
     model, tokenizer = load_model(path)
-    return model.float().train(), tokenizer
+    return distributed.place(model.float().train()), tokenizer
 
 
 def make_generator(cfg: Config, model, tokenizer, path: Path):

@@ -11,6 +11,9 @@ if shutil.which("nvidia-smi") is None:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LLMFORGE_QUIET", "1")
+# Every process group a test starts (in-process, spawned, torchrun, Slurm) checks that each
+# collective goes through llmforge.distributed with a tensor on a device the group serves.
+os.environ.setdefault("LLMFORGE_COLLECTIVE_CHECK", "1")
 
 import json  # noqa: E402
 import random  # noqa: E402

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from llmforge import distributed
+
 
 def on_ranks(world: int, fn, tmp_path, *args) -> list:
     """[fn(0, *args), ..., fn(world - 1, *args)], run in `world` processes of one gloo group."""
@@ -24,7 +26,7 @@ def on_two_ranks(fn, tmp_path, *args) -> list:
 
 
 def _rank(rank: int, world: int, fn, store: str, out: str, args: tuple) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    distributed.init(init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.save(fn(rank, *args), f"{out}.{rank}")
     finally:

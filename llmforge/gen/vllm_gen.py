@@ -46,6 +46,9 @@ class VLLMGenerator:
     ):
         vllm = _import_vllm()
         self._sampling_params = vllm.SamplingParams
+        # Log-probs after temperature (and top-p), as the trainer scores tokens; vLLM's
+        # default, raw_logprobs, is taken before temperature and skews IcePop/TIS.
+        engine_kwargs.setdefault("logprobs_mode", "processed_logprobs")
         self.llm = vllm.LLM(
             model=str(model_path),
             gpu_memory_utilization=gpu_memory_utilization,

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from llmforge.model import comm
+from llmforge import distributed
 from llmforge.model.attention import CausalMask, document_positions
 from llmforge.model.gpt import GPT, Attention, ModelOutput
 
@@ -60,7 +60,7 @@ class Ulysses:
         """[B, H, S/P, D] -> [B, H/P, S, D]: send head chunk j to rank j."""
         b, h, s, d = x.shape
         chunks = x.reshape(b, self.ranks, h // self.ranks, s, d).transpose(0, 1)
-        got = comm.all_to_all(chunks.contiguous().flatten(0, 1), self.group)
+        got = distributed.all_to_all(chunks.contiguous().flatten(0, 1), self.group)
         got = got.view(self.ranks, b, h // self.ranks, s, d)  # [source = sequence chunk, ...]
         return got.permute(1, 2, 0, 3, 4).reshape(b, h // self.ranks, self.ranks * s, d)
 
@@ -68,7 +68,7 @@ class Ulysses:
         """[B, H/P, S, D] -> [B, H, S/P, D]: send sequence chunk j to rank j."""
         b, h, s, d = y.shape
         chunks = y.reshape(b, h, self.ranks, s // self.ranks, d).permute(2, 0, 1, 3, 4)
-        got = comm.all_to_all(chunks.contiguous().flatten(0, 1), self.group)
+        got = distributed.all_to_all(chunks.contiguous().flatten(0, 1), self.group)
         got = got.view(self.ranks, b, h, s // self.ranks, d)  # [source = head chunk, ...]
         return got.transpose(0, 1).reshape(b, self.ranks * h, s // self.ranks, d)
 
@@ -111,7 +111,7 @@ class SequenceSplit:
     def after(self, model: GPT, args: tuple, kwargs: dict, out: ModelOutput) -> ModelOutput:
         parts = torch.stack([out.loss, out.ce, out.z if out.z is not None else out.ce * 0])
         mine = parts * self.share
-        mean = comm.all_reduce(mine.detach().clone(), group=self.group) / self.ranks
+        mean = distributed.all_reduce(mine.detach(), group=self.group) / self.ranks
         loss, ce, z = mine + (mean - mine).detach()  # the value of the mean, this rank's grad
         return out._replace(loss=loss, ce=ce, z=None if out.z is None else z)
 

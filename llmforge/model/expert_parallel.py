@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from llmforge.model import comm
+from llmforge import distributed
 from llmforge.model.gpt import GPT, MoE
 
 
@@ -40,12 +40,12 @@ class AllToAllDispatch:
         order = torch.argsort(chosen.flatten(), stable=True)  # assignments by expert
         token = order // chosen.shape[1]
         counts = torch.bincount(chosen.flatten(), minlength=moe.n_experts)
-        received = comm.exchange_counts(counts, self.group).view(self.world, self.local)
+        received = distributed.exchange_counts(counts, self.group).view(self.world, self.local)
         send_splits = counts.view(self.world, self.local).sum(1).tolist()
         recv_splits = received.sum(1).tolist()
-        rows = comm.all_to_all(flat[token], self.group, recv_splits, send_splits)
+        rows = distributed.all_to_all(flat[token], self.group, recv_splits, send_splits)
         out = self.run_local(moe, rows, received)
-        back = comm.all_to_all(out, self.group, send_splits, recv_splits)
+        back = distributed.all_to_all(out, self.group, send_splits, recv_splits)
         mixed = back * weights.flatten()[order, None].to(flat.dtype)
         return torch.zeros_like(flat).index_add(0, token, mixed)
 
@@ -94,7 +94,7 @@ def average_gradients(model: nn.Module, group: dist.ProcessGroup | None = None) 
         if p.grad is None:
             continue
         if p not in own:
-            comm.all_reduce(p.grad, group=group)
+            p.grad.copy_(distributed.all_reduce(p.grad, group=group))
         p.grad.div_(world)
 
 
@@ -105,4 +105,4 @@ def gather_experts(model: GPT, group: dist.ProcessGroup | None = None) -> dict[s
         for name, p in model.named_parameters()
         if p in expert_parameters(model)
     }
-    return {k: v for part in comm.all_gather_objects(mine, group) for k, v in part.items()}
+    return {k: v for part in distributed.all_gather_objects(mine, group) for k, v in part.items()}

@@ -19,7 +19,7 @@ Module names follow transformers' Llama (`model.layers.0.self_attn.q_proj`, ...)
 to Llama, Qwen3 and SmolLM3 is a key rename (see hf.py). Parallelism lives in
 parallelize.py, expert_parallel.py and context_parallel.py, not here: this file only has
 the two hooks they set (`MoE.dispatch`, `Attention.sequence_parallel`), and MuonClip's
-max-logit probe (`Attention.max_logit`).
+max-logit probe (`Attention.max_logit`). Collectives live in llmforge/distributed.py.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from llmforge import distributed
 from llmforge.config import check, param
 from llmforge.model.attention import CausalMask, attention, document_positions, max_logits
 from llmforge.ops import apply_rope, linear_cross_entropy, rms_norm, swiglu
@@ -370,6 +370,24 @@ class GPT(nn.Module):
         row's while input_ids holds this rank's part of it.
         """
         b, s = input_ids.shape
+        x, aux = self.hidden_states(input_ids, doc_ids, positions, mask)
+        if targets is None:
+            return ModelOutput(self.logits(x), None, None, None, aux)
+        if self.cfg.fused_ce:
+            loss, ce, z, _ = linear_cross_entropy(
+                x.reshape(b * s, -1), self.lm_head.weight, targets.reshape(-1),
+                z_loss=z_loss, softcap=self.cfg.logit_softcap,
+            )  # fmt: skip
+            return ModelOutput(None, loss, ce, z, aux)
+        logits = self.logits(x)
+        ce, z = _cross_entropy_and_z(logits, targets)
+        return ModelOutput(logits, ce + z_loss * z, ce, z, aux)
+
+    def hidden_states(self, input_ids: Tensor, doc_ids: Tensor | None = None,
+                      positions: Tensor | None = None,
+                      mask: CausalMask | None = None) -> tuple[Tensor, dict]:  # fmt: skip
+        """The final-norm hidden states [B, S, d_model] (what the head reads), and `aux`."""
+        b, s = input_ids.shape
         if positions is None and doc_ids is not None:
             positions = document_positions(doc_ids)
         elif positions is None:
@@ -396,18 +414,7 @@ class GPT(nn.Module):
             with torch.no_grad():
                 for moe, load in zip(self.moe_layers(), loads):
                     moe.expert_load += load
-        x = self.norm(x)
-        if targets is None:
-            return ModelOutput(self.logits(x), None, None, None, aux)
-        if self.cfg.fused_ce:
-            loss, ce, z, _ = linear_cross_entropy(
-                x.reshape(b * s, -1), self.lm_head.weight, targets.reshape(-1),
-                z_loss=z_loss, softcap=self.cfg.logit_softcap,
-            )  # fmt: skip
-            return ModelOutput(None, loss, ce, z, aux)
-        logits = self.logits(x)
-        ce, z = _cross_entropy_and_z(logits, targets)
-        return ModelOutput(logits, ce + z_loss * z, ce, z, aux)
+        return self.norm(x), aux
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Final-norm hidden states -> (soft-capped) logits."""
@@ -451,16 +458,14 @@ class GPT(nn.Module):
     def update_moe_bias(self, rate: float) -> dict:
         """Nudge each expert's routing bias by `rate` toward equal load; call after a step.
 
-        Loads counted since the last call are summed over ranks when torch.distributed is
-        initialised, so every rank applies the same update. Returns routing statistics:
+        Loads counted since the last call are summed over ranks (`llmforge.distributed`),
+        so every rank applies the same update. Returns routing statistics:
         tokens per expert (summed over MoE layers) and the worst layer's max load / mean.
         """
         moes = self.moe_layers()
         if not moes:
             return {}
-        load = torch.stack([m.expert_load for m in moes])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(load)
+        load = distributed.all_reduce(torch.stack([m.expert_load for m in moes]))
         mean = load.mean(dim=-1, keepdim=True)
         for moe, layer_load, layer_mean in zip(moes, load, mean):
             moe.expert_bias += rate * torch.sign(layer_mean - layer_load)

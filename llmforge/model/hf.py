@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -37,7 +38,7 @@ from transformers import (
     Qwen3Config,
     SmolLM3Config,
 )
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from llmforge.config import from_dict, to_dict
 from llmforge.errors import BadInput, ConfigError
@@ -63,10 +64,32 @@ class LLMForgeConfig(PreTrainedConfig):
         self.num_attention_heads, self.num_key_value_heads = cfg.n_heads, cfg.n_kv_heads
         self.head_dim, self.intermediate_size = cfg.head_dim, cfg.ffn_hidden
         self.max_position_embeddings = cfg.max_seq_len
+        self.final_logit_softcapping = cfg.logit_softcap  # read by TRL's fused LM head
         kwargs.setdefault("vocab_size", cfg.vocab_size)
         kwargs.setdefault("tie_word_embeddings", cfg.tie_embeddings)
         kwargs.setdefault("use_cache", False)
         super().__init__(**kwargs)
+
+
+class LLMForgeDecoder(nn.Module):
+    """GPT up to its final norm, called the way transformers calls a decoder.
+
+    TRL's SFT/KTO/GRPO trainers (1.16) run `model.base_model(**batch)` and project
+    `last_hidden_state` through `get_output_embeddings()` themselves (soft-capping with the
+    config's `final_logit_softcapping`), and llmforge's fused SFT loss reads
+    `get_decoder()`; both get this view of the model's own GPT.
+    """
+
+    _tp_plan = _pp_plan = None  # what transformers asks a base model for
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        object.__setattr__(self, "gpt", gpt)  # not a submodule: no second copy of the weights
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        doc_ids = _documents(attention_mask, position_ids)
+        hidden, _ = self.gpt.hidden_states(input_ids, doc_ids=doc_ids, positions=position_ids)
+        return BaseModelOutputWithPast(last_hidden_state=hidden)
 
 
 class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
@@ -81,6 +104,7 @@ class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(config)
         cfg = from_dict(ModelConfig, config.llmforge)
         self.model = GPT(cfg)
+        object.__setattr__(self, "_decoder", LLMForgeDecoder(self.model))
         if cfg.tie_embeddings:
             self._tied_weights_keys = {"model.lm_head.weight": "model.embed_tokens.weight"}
         self.post_init()
@@ -98,13 +122,23 @@ class LLMForgeForCausalLM(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.model.lm_head
 
+    @property
+    def base_model(self) -> nn.Module:
+        return self._decoder
+
+    def get_decoder(self) -> nn.Module:
+        return self._decoder
+
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, **kwargs):
+        """Logits, and with `labels` the next-token loss as stock transformers models give it:
+        the token mean, or with `num_items_in_batch` (what Trainer passes under gradient
+        accumulation) the token sum divided by it, so accumulated micro-batches add up to
+        the mean over the whole optimizer step."""
         doc_ids = _documents(attention_mask, position_ids)
         logits = self.model(input_ids, doc_ids=doc_ids, positions=position_ids).logits
         loss = None
         if labels is not None:
-            shifted = logits[:, :-1].flatten(0, 1).float()
-            loss = F.cross_entropy(shifted, labels[:, 1:].flatten(), ignore_index=-100)
+            loss = self.loss_function(logits, labels, self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):

@@ -1,45 +1,18 @@
-"""Distributed setup and model wrapping: process groups, FSDP2 and torch.compile.
+"""Model wrapping for training: FSDP2 sharding and torch.compile.
 
-Under torchrun (or `accelerate launch`, which sets the same variables) every rank calls
-`init_distributed()`; the backend is NCCL on GPUs and gloo on CPUs. `parallelize()` shards
-each transformer block and then the root with FSDP2 (`fully_shard`), so the tied
-embedding/head stays in the root group; it compiles with `Module.compile()`, which keeps
-parameter names (and so checkpoints) unchanged. Context parallelism (`context` > 1) is
-switched on here too; expert parallelism lives in expert_parallel.py (not wired into the
-engine yet).
+`parallelize()` shards each transformer block and then the root with FSDP2 (`fully_shard`)
+when a process group with more than one rank is running, so the tied embedding/head stays
+in the root group; it compiles with `Module.compile()`, which keeps parameter names (and so
+checkpoints) unchanged. Context parallelism (`context` > 1) is switched on here too; expert
+parallelism lives in expert_parallel.py (not wired into the engine yet). The process group,
+device placement and collectives live in `llmforge.distributed`.
 """
 
 from __future__ import annotations
 
-import os
-
-import torch
-import torch.distributed as dist
 from torch import nn
 
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched with WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+from llmforge import distributed
 
 
 def parallelize(model: nn.Module, compile: bool = False, context: int = 1) -> nn.Module:
@@ -53,7 +26,7 @@ def parallelize(model: nn.Module, compile: bool = False, context: int = 1) -> nn
         from llmforge.model.context_parallel import apply_context_parallel, context_group
 
         apply_context_parallel(model, context_group(context))
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if distributed.get_world_size() > 1:
         from torch.distributed.fsdp import fully_shard
 
         for block in model.layers:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmforge.config import check, param
+from llmforge.distributed import model_device
 from llmforge.post.trl_bridge import LoraArgs, TrainArgs, common_args, peft_config, quiet_printer
 
 LOSSES = ("sigmoid", "ipo", "apo_zero", "apo_down", "kto", "orpo")
@@ -171,9 +172,10 @@ def completion_logp(model, tokenizer, prompt, completion: str, think: bool) -> f
     if ids[: len(head_ids)] != head_ids:  # the template must extend the prompt verbatim
         raise ValueError("chat template does not extend the generation prompt")
     x = torch.tensor([ids])
-    with torch.no_grad():
-        logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
-    logps = torch.log_softmax(logits, -1).gather(-1, x[0, 1:, None])[:, 0]
+    with torch.no_grad():  # the inputs go where the model is (the Trainer moves it to a GPU)
+        logits = model(input_ids=x.to(model_device(model)), use_cache=False).logits[0, :-1]
+    targets = x[0, 1:, None].to(logits.device)
+    logps = torch.log_softmax(logits.float(), -1).gather(-1, targets)[:, 0]
     return float(logps[len(head_ids) - 1 :].sum())
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from llmforge import distributed
 from llmforge.gen import TransformersGenerator
 from llmforge.gen.base import generate_in_modes
 from llmforge.post import grpo, rl_checkpoint, rl_sampling
@@ -138,7 +139,8 @@ class GRPOLoop:
     # ------------------------------------------------------------ the step
 
     def batch_tensors(self, groups: list[Group]) -> dict:
-        """Right-padded prompt+completion ids, completion masks, rewards and advantages."""
+        """Right-padded prompt+completion ids, completion masks, rewards and advantages,
+        on the policy's device."""
         comps = [c for g in groups for c in g.completions]
         scores = [s for g in groups for s in g.scores]
         seqs = [c.prompt_token_ids + c.token_ids for c in comps]
@@ -167,7 +169,7 @@ class GRPOLoop:
             rewards, self.cfg.rollout.group_size, scale=loss.aggregation != "dr_grpo"
         )
         weights = grpo.token_weights(mask, loss.aggregation, self.cfg.rollout.max_new_tokens)
-        return dict(
+        batch = dict(
             ids=ids,
             attn=attn,
             tokens=tokens,
@@ -181,11 +183,13 @@ class GRPOLoop:
             unparseable=unparseable,
             dropped=dropped,
         )
+        return distributed.to_device(batch, distributed.model_device(self.model))
 
     def token_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (at the sampling temperature) and entropies of completion tokens."""
         logits = model(input_ids=b["ids"][rows], attention_mask=b["attn"][rows]).logits
-        picked = logits[torch.arange(logits.shape[0])[:, None], b["where"][rows]].float()
+        rows_idx = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        picked = logits[rows_idx, b["where"][rows]].float()
         logp_all = torch.log_softmax(picked / self.temperature(), dim=-1)
         logp = logp_all.gather(-1, b["tokens"][rows].unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1).detach()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llmforge.config import check, param
+from llmforge.distributed import model_device
 from llmforge.post import chat_data
 
 
@@ -49,9 +50,10 @@ def row_nll(model, tokenizer, row: Mapping) -> float | None:
     if not mask.any():
         return None
     with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-    nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
-    return float(nll[mask].mean())
+        logits = model(input_ids=ids.to(model_device(model)), use_cache=False).logits[0, :-1]
+    targets = ids[0, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return float(nll[mask.to(logits.device)].mean())
 
 
 def score_sources(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from llmforge import log
+from llmforge import distributed, log
 from llmforge.data.loader import Batch
 from llmforge.errors import RunFailed
 from llmforge.train.config import SpikeConfig
@@ -145,18 +145,18 @@ class Validator(Callback):
     def evaluate(self, model: torch.nn.Module) -> dict:
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
+        device = distributed.model_device(model)
         per_domain, total_loss, total_tokens = {}, 0.0, 0
         for domain, batches in self.sets.items():
-            loss_sum, count = 0.0, 0
+            loss_sum, count = torch.zeros((), device=device), 0
             for b in batches:
-                b = Batch(*(None if t is None else t.to(device) for t in b))
-                n = int((b.targets != -100).sum())
+                n = int((b.targets != -100).sum())  # on the host batch: no device sync
+                b = distributed.to_device(b, device)
                 with autocast(self.precision, device):
                     out = model(b.inputs, targets=b.targets, doc_ids=b.doc_ids)
-                loss_sum, count = loss_sum + float(out.ce) * n, count + n
-            per_domain[domain] = loss_sum / max(count, 1)
-            total_loss, total_tokens = total_loss + loss_sum, total_tokens + count
+                loss_sum, count = loss_sum + out.ce.float() * n, count + n
+            per_domain[domain] = float(loss_sum) / max(count, 1)
+            total_loss, total_tokens = total_loss + float(loss_sum), total_tokens + count
         model.train(was_training)
         return {"val_loss": total_loss / max(total_tokens, 1), "val_loss_per_domain": per_domain}
 

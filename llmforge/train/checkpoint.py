@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -32,17 +31,14 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from llmforge import distributed
+
 PATTERN = re.compile(r"^ckpt-(\d{8})$")
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+_barrier = distributed.barrier
+_rank = distributed.get_rank
 
 
 def checkpoints(work: Path) -> list[tuple[int, Path]]:

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmforge import log
+from llmforge import distributed, log
 from llmforge.artifact import Run
 from llmforge.data.loader import DataConfig, PackedLoader, Source, validation_batches
 from llmforge.data.mixture import natural_weights, stage_ends, total_steps_for, weight_vector
 from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput, ConfigError
-from llmforge.model import parallelize as par
 from llmforge.model.context_parallel import check_heads
+from llmforge.model.parallelize import parallelize
 from llmforge.train import callbacks as cb
 from llmforge.train import tracking
 from llmforge.train.config import (
@@ -141,21 +141,21 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
 
     Checkpoints go to `work` (default `out.work`); staged runs give each stage its own.
     """
-    rank, world = par.init_distributed()
+    rank, world = distributed.init()
     source = Source([TokenStore(p, "train") for p in spec.tokens])
     check_model(model, source, spec)
     cp = check_parallel(model.cfg, spec, world)
     data_world = world // cp  # the ranks of a context-parallel group share one batch
     loader, total = plan_data(spec, source, rank // cp, data_world)
     val_sets = validation_sets(spec)
-    raw = model.to(par.device())
-    model = par.parallelize(raw, compile=spec.train.compile, context=cp)
+    raw = distributed.place(model)
+    model = parallelize(raw, compile=spec.train.compile, context=cp)
     optimizers = build_optimizers(model, spec.optim)
     tokens_per_step = batch_tokens(spec.train, data_world)
     schedulers = build_schedulers(optimizers, spec.schedule, total, tokens_per_step)
     log_batch_scaling(spec.schedule, tokens_per_step)
     t = spec.train
-    precision = resolve_precision(t.precision, par.device())
+    precision = resolve_precision(t.precision, distributed.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
     per_device_flops = flops_per_token(raw.cfg, t.seq_len) / cp  # a group shares each token
     callbacks = [
@@ -191,18 +191,21 @@ def log_batch_scaling(schedule: ScheduleConfig, tokens: int) -> None:
 
 
 def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
-    """An unsharded copy of the trained weights (a collective under FSDP)."""
-    import torch.distributed as dist
+    """An unsharded CPU copy of the trained weights on every rank (all-gathers under FSDP).
 
-    if not dist.is_initialized():
+    Every rank needs it: context-extend trains the next length from it. The shards are
+    gathered one tensor at a time (`full_state_dict` without CPU offload would gather the
+    whole model into each GPU at once, and with it fills rank 0 only).
+    """
+    if distributed.get_world_size() == 1:
         return raw
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.tensor import DTensor
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=options)  # filled on rank 0 only
-    if dist.get_rank() != 0:
-        return raw
-    plain = type(raw)(raw.cfg)
+    state = {
+        name: (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu()
+        for name, t in model.state_dict().items()
+    }
+    plain = type(raw)(raw.cfg)  # FSDP2's class for `raw` constructs the plain module
     plain.load_state_dict(state)
     return plain
 

@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch.distributed as dist
 from torch import nn
 
-from llmforge import log
+from llmforge import distributed, log
 from llmforge.data.loader import PackedLoader
 from llmforge.errors import RunFailed
 from llmforge.train import checkpoint
@@ -47,8 +46,7 @@ class Loop:
 
     def tokens_trained(self) -> int:
         """Input tokens per optimizer step times the steps done, over all ranks."""
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        world = self.data_world or world
+        world = self.data_world or distributed.get_world_size()
         return self.step * self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum * world
 
     # ------------------------------------------------------------ checkpoints
@@ -130,10 +128,4 @@ class Loop:
 
     def _stop_requested(self) -> bool:
         """Any rank's signal stops every rank (so all of them join the checkpoint)."""
-        if not dist.is_initialized():
-            return self._preempted
-        import torch
-
-        flag = torch.tensor([int(self._preempted)])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return distributed.any_rank(self._preempted)

@@ -13,23 +13,35 @@ from pathlib import Path
 
 import torch
 
+from llmforge import distributed
 
-def measure_peak_flops(precision: str = "bf16", seconds: float = 0.5, n: int = 1024) -> float:
-    """FLOP/s of the best n x n matmul timing over about `seconds` (0 when seconds is 0)."""
+
+def measure_peak_flops(precision: str = "bf16", seconds: float = 0.5, n: int | None = None
+                       ) -> float:  # fmt: skip
+    """FLOP/s of the best n x n matmul timing over about `seconds` (0 when seconds is 0).
+
+    n defaults to 1024 on a CPU and 8192 on a GPU, where a 1024 matmul takes microseconds
+    and times the kernel launch rather than the peak (so MFU would read too high).
+    """
     if seconds <= 0:
         return 0.0
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(n, n, dtype=dtype, device=device, generator=None)
+    device = distributed.device()  # this rank's GPU, not always cuda:0
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
-    a @ b  # warm up
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+
+    def timed() -> float:
         start = time.perf_counter()
         a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    timed()  # warm up
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        best = min(best, timed())
     return 2 * n**3 / best
 
 

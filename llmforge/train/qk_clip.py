@@ -24,10 +24,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from llmforge.model import comm
+from llmforge import distributed
 from llmforge.model.gpt import Attention
 from llmforge.train.callbacks import Callback
 
@@ -104,7 +103,7 @@ class QKClip(Callback):
 
     def on_step(self, loop: Loop, result, data_wait: float) -> None:
         logits = torch.stack([attn.max_logit for attn in self.layers])  # [layers, heads]
-        comm.all_reduce(logits, op=dist.ReduceOp.MAX)
+        logits = distributed.all_reduce(logits, "max")
         clipped = sum(clip_attention_(a, row, self.tau) for a, row in zip(self.layers, logits))
         self.clipped += clipped
         arm(self.layers)

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from llmforge import distributed
 from llmforge.data.loader import Batch
 
 
@@ -54,24 +54,22 @@ def train_step(
     z_loss: float = 0.0,
     guard: Callable[[float, float], bool] | None = None,
 ) -> StepResult:
-    device = next(model.parameters()).device
+    device = distributed.model_device(model)
     n = len(micro_batches)
     loss_sum = torch.zeros((), device=device)
     tokens, moe_load = 0, None
     for i, mb in enumerate(micro_batches):
-        batch = Batch(*(None if t is None else t.to(device, non_blocking=True) for t in mb))
+        tokens += int((mb.targets != -100).sum())  # counted where the loader made it: no sync
+        batch = distributed.to_device(mb, device)
         _sync_grads(model, last=i == n - 1)  # FSDP: reduce gradients on the last only
         with autocast(precision, device):
             out = model(batch.inputs, targets=batch.targets, doc_ids=batch.doc_ids, z_loss=z_loss)
         (out.loss / n).backward()
         loss_sum += out.ce.detach().float()
-        tokens += int((batch.targets != -100).sum())
         if "moe_load" in out.aux:
             moe_load = out.aux["moe_load"] if moe_load is None else moe_load + out.aux["moe_load"]
 
-    loss = loss_sum / n
-    if dist.is_initialized():
-        dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+    loss = distributed.all_reduce(loss_sum / n, op="avg")
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))

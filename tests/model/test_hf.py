@@ -251,3 +251,65 @@ def test_export_copies_tokenizer_and_special_ids(tmp_path):
     assert generation["eos_token_id"] == [0, 1]  # <|endoftext|> and <|im_end|>
     loaded = transformers.AutoTokenizer.from_pretrained(out)
     assert loaded("w3 w4")["input_ids"] == [5, 6]
+
+
+def test_custom_family_accumulation_matches_a_double_batch(tmp_path):
+    """Issue 15, fault 5: Trainer hands `num_items_in_batch` to a forward that takes
+    **kwargs and then skips its own 1/grad_accum, so a forward that ignored it trained with
+    gradients grad_accum times too large. Two micro-batches of 2 must give the gradient of
+    one batch of 4, with label counts that differ per row (no clipping)."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    export_hf(random_model(**FAMILIES["llmforge"]), tmp_path / "model")
+    tokens = ids(4, 12)
+    labels = tokens.clone()
+    for row in range(4):
+        labels[row, : 2 * row + 1] = -100  # 11, 9, 7 and 5 targets
+    data = Dataset.from_dict({"input_ids": tokens.tolist(), "labels": labels.tolist()})
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    def gradients(batch_size: int, grad_accum: int) -> list[torch.Tensor]:
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"run{grad_accum}"), per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=grad_accum, max_steps=1, max_grad_norm=0.0,
+            use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
+        )  # fmt: skip
+        grads = Grads()
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[grads]).train()
+        return grads.grads
+
+    whole, accumulated = gradients(4, 1), gradients(2, 2)
+    assert len(whole) == len(accumulated) > 0
+    for a, b in zip(whole, accumulated, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_custom_family_trains_under_trl_sft(tmp_path, tiny_tokenizer_dir):
+    """TRL's SFTTrainer scores through `base_model` and the output embeddings itself (its
+    fused LM head); the custom family used to crash there (GPT took no attention_mask)."""
+    from transformers import AutoTokenizer
+
+    from llmforge.post import sft
+    from llmforge.post.trl_bridge import LoraArgs, TrainArgs, load_model
+    from tests.post.test_sft import rows
+
+    vocab = len(AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir)))
+    tight_cap = {"vocab_size": vocab, "logit_softcap": 0.2}  # the cap visibly bends the logits
+    export_hf(random_model(**{**FAMILIES["llmforge"], **tight_cap}), tmp_path / "model",
+              tiny_tokenizer_dir)  # fmt: skip
+    model, tok = load_model(tmp_path / "model")
+    train = TrainArgs(batch_size=2, max_length=256, max_steps=1, save_steps=100)
+    trainer = sft.build_trainer(model, tok, rows(4), [], train, sft.SFTOptions(), LoraArgs(),
+                                tmp_path / "work")  # fmt: skip
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    assert "position_ids" in batch  # packed: documents restart their positions
+    with torch.no_grad():
+        trl_loss = float(trainer.compute_loss(trainer.model, batch))
+        own_loss = float(trainer.model(**batch).loss)  # soft-capped logits, shifted labels
+    assert trl_loss == pytest.approx(own_loss, rel=1e-5)
+    assert trainer.train().global_step == 1

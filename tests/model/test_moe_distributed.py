@@ -1,9 +1,9 @@
 """MoE routing statistics are summed over ranks: two CPU processes over gloo."""
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from llmforge import distributed
 from llmforge.model.gpt import GPT, ModelConfig, MoEConfig
 
 CFG = ModelConfig(
@@ -14,15 +14,16 @@ LOADS = {0: [6.0, 0.0, 0.0, 2.0], 1: [0.0, 1.0, 4.0, 3.0]}  # summed: [6, 1, 4, 
 
 
 def _worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    distributed.init(rank=rank, world_size=2, init_method=f"file://{store}")
     try:
+        assert distributed.check_installed()
         model = GPT(CFG)
         moe = model.moe_layers()[0]
         moe.expert_load.copy_(torch.tensor(LOADS[rank]))
         stats = model.update_moe_bias(0.5)
         torch.save({"bias": moe.expert_bias.clone(), "stats": stats}, f"{out}.{rank}")
     finally:
-        dist.destroy_process_group()
+        distributed.destroy()
 
 
 def test_update_moe_bias_all_reduces_loads(tmp_path):

@@ -46,6 +46,21 @@ def test_completion_logp_sums_only_the_completion(tiny_model):
     assert m["accuracy"] == 1.0 and m["margin"] == pytest.approx(short - long, rel=1e-5)
 
 
+def test_completion_logp_feeds_the_model_on_its_device(tiny_model):
+    """Issue 15, fault 3: after training the Trainer's model is on a GPU; held-out metrics
+    must send the ids there, not leave them on the CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.device_probe import ClaimsDevice
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    probe = ClaimsDevice(model)
+    got = dpo.completion_logp(probe, tok, "hi", "a b", think=False)
+    assert probe.seen == ["lazy"]
+    assert got == pytest.approx(dpo.completion_logp(model, tok, "hi", "a b", think=False))
+
+
 @pytest.mark.parametrize("loss", dpo.LOSSES)
 def test_every_loss_builds_and_takes_a_step(tiny_model, tmp_path, loss):
     from llmforge.post.trl_bridge import load_model

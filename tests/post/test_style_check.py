@@ -55,3 +55,8 @@ def test_row_nll_scores_assistant_tokens_of_a_random_model(tiny_model):
     assert style_check.row_nll(model, tok, no_reply) is not None  # the end token still counts
     scores = style_check.score_sources(model, tok, {"s": [row, row, row]}, rows_per_source=2)
     assert len(scores["s"]) == 2 and scores["s"][0] == pytest.approx(nll, rel=1e-5)
+    from tests.device_probe import ClaimsDevice
+
+    probe = ClaimsDevice(model)  # a student already on a GPU gets its ids there
+    assert style_check.row_nll(probe, tok, row) == pytest.approx(nll, rel=1e-6)
+    assert probe.seen == ["lazy"]

@@ -93,6 +93,28 @@ def _loop(tiny_model, prompts, work, steps=4):
     return GRPOLoop(model, tokenizer, read_prompts(prompts), cfg, work)
 
 
+def test_policy_is_placed_on_the_device_of_this_rank(tiny_model, monkeypatch):
+    """Issue 15, fault 2: load_policy left the policy on the CPU of a GPU node."""
+    from llmforge import distributed
+    from stages.rlvr import load_policy
+
+    monkeypatch.setattr(distributed, "device", lambda: torch.device("meta"))
+    model, _ = load_policy(tiny_model)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert model.training and next(model.parameters()).dtype == torch.float32
+
+
+def test_training_batch_follows_the_policy_device(tiny_model, prompts, tmp_path):
+    from tests.device_probe import ClaimsDevice
+
+    loop = _loop(tiny_model, prompts, tmp_path)
+    groups, _ = loop.sample_batch()
+    assert groups, "no informative groups to build a batch from"
+    loop.model = ClaimsDevice(loop.model)
+    batch = loop.batch_tensors(groups)
+    assert {t.device.type for t in batch.values()} == {"lazy"}
+
+
 def test_resume_equals_uninterrupted_run(tiny_model, prompts, tmp_path):
     straight = _loop(tiny_model, prompts, tmp_path / "a")
     straight.run()

@@ -7,8 +7,8 @@ on the whole batch. Weights after three AdamW steps must agree.
 import os
 
 import torch
-import torch.distributed as dist
 
+from llmforge import distributed
 from llmforge.data.loader import Batch
 from llmforge.model.parallelize import parallelize
 from llmforge.train.config import OptimConfig
@@ -26,7 +26,8 @@ def global_batch(step: int) -> Batch:
 
 def run(rank: int, world: int, port: int, result_file: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    distributed.init(rank=rank, world_size=world)
+    checked = distributed.check_installed()  # conftest turns the device discipline check on
     torch.manual_seed(0)
     model = parallelize(tiny_model(seed=0))
     opts = build_optimizers(model, OptimConfig(lr=1e-2))
@@ -43,12 +44,13 @@ def run(rank: int, world: int, port: int, result_file: str) -> None:
         ref = tiny_model(seed=0)
         ref_opts = build_optimizers(ref, OptimConfig(lr=1e-2))
         ref_losses = []
-        dist.destroy_process_group()  # the reference runs without collectives
+        distributed.destroy()  # the reference runs without collectives
         for step in range(3):
             ref_losses.append(
                 train_step(ref, ref_opts, [], [global_batch(step)], precision="fp32").loss
             )
         diff = max((full[k] - v).abs().max().item() for k, v in ref.state_dict().items())
-        torch.save({"losses": losses, "ref_losses": ref_losses, "max_diff": diff}, result_file)
+        result = {"losses": losses, "ref_losses": ref_losses, "max_diff": diff, "checked": checked}
+        torch.save(result, result_file)
     else:
-        dist.destroy_process_group()
+        distributed.destroy()

@@ -29,6 +29,7 @@ def test_fsdp_two_ranks_match_one_process(tmp_path):
     r = torch.load(result, weights_only=True)
     assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5)
     assert r["max_diff"] < 1e-5
+    assert r["checked"], "the collective check must be on in the distributed tests"
 
 
 @pytest.mark.slow
@@ -53,3 +54,35 @@ def test_pretrain_under_torchrun_matches_single_process(tiny_tokens, tmp_path):
         m1["metrics"]["final_val_loss"], rel=0.1
     )
     assert len([x for x in metrics_lines(tmp_path / "two") if "loss" in x]) == 15  # rank 0 only
+
+
+def _weight_sums(model) -> list[float]:
+    return [float(p.detach().double().sum()) for p in model.parameters()]
+
+
+def _full_model_on_each_rank(rank: int) -> dict:
+    from torch.distributed.tensor import DTensor
+
+    from llmforge.model.parallelize import parallelize
+    from llmforge.train.engine import full_model
+    from tests.train.engine_helpers import tiny_model
+
+    raw = tiny_model(seed=0)
+    plain = full_model(parallelize(raw), raw)
+    return {
+        "plain": not any(isinstance(p, DTensor) for p in plain.parameters()),
+        "class": type(plain).__name__,
+        "sums": _weight_sums(plain),
+    }
+
+
+def test_every_rank_gets_the_full_trained_model(tmp_path):
+    """context-extend trains its next length from `full_model`'s result on every rank; it
+    used to hand ranks > 0 their FSDP shards."""
+    from tests.test_distributed import run_two_ranks
+    from tests.train.engine_helpers import tiny_model
+
+    expected = _weight_sums(tiny_model(seed=0))
+    for r in run_two_ranks(_full_model_on_each_rank, tmp_path):
+        assert r["plain"] and r["class"] == "GPT"
+        assert r["sums"] == pytest.approx(expected, rel=1e-12)
