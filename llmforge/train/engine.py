@@ -1,8 +1,9 @@
 """The entry point the pretrain-family stages call: data, model, optimizers, loop, export.
 
 `train_model(model, spec, out)` takes a built (unsharded) GPT and a `TrainSpec`, runs or
-resumes the loop in `out.work`, and returns the trained model (full weights on every
-rank) with the summary metrics. The stages only decide where the model and data come from.
+resumes the loop in `out.work`, and returns the trained model (full weights on rank 0;
+each other rank keeps its shard) with the summary metrics. The stages only decide where
+the model and data come from.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput
 from llmforge.model import parallelize as par
 from llmforge.train import callbacks as cb
+from llmforge.train import checkpoint
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
-from llmforge.train.loop import Loop
+from llmforge.train.loop import Loop, resume_grad_accum
 from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
 from llmforge.train.optim import build_optimizers
 from llmforge.train.schedule import build_schedulers
@@ -45,10 +47,15 @@ class TrainSpec:
     extra_log: dict = field(default_factory=dict)  # merged into every metrics line
 
 
-def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[PackedLoader, int]:
-    """The loader of this rank and the total number of optimizer steps."""
+def plan_data(spec: TrainSpec, source: Source, rank: int, world: int,
+              grad_accum: int | None = None) -> tuple[PackedLoader, int]:  # fmt: skip
+    """The loader of this rank and the total number of optimizer steps.
+
+    `grad_accum` overrides the config's (a resume on another number of ranks).
+    """
     t = spec.train
-    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * world
+    accum = grad_accum or t.grad_accum
+    tokens_per_step = t.batch_size * t.seq_len * accum * world
     stages = spec.data.stages
     total = t.steps or total_steps_for(stages, tokens_per_step)
     default = spec.mixture or natural_weights(source.domain_tokens())
@@ -58,7 +65,7 @@ def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[P
     ]
     loader = PackedLoader(
         source, weights, stage_ends(stages, tokens_per_step, total), t.batch_size, t.seq_len,
-        grad_accum=t.grad_accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
+        grad_accum=accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
         rank=rank, world_size=world, intra_doc_mask=spec.data.intra_doc_mask,
     )  # fmt: skip
     return loader, total
@@ -109,13 +116,15 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     rank, world = par.init_distributed()
     source = Source([TokenStore(p, "train") for p in spec.tokens])
     check_model(model, source, spec)
-    loader, total = plan_data(spec, source, rank, world)
+    t = spec.train
+    work = Path(work or out.work)
+    accum = resume_grad_accum(work, t.batch_size, t.grad_accum, world)
+    loader, total = plan_data(spec, source, rank, world, accum)
     val_sets = validation_sets(spec)
     raw = model.to(par.device())
     model = par.parallelize(raw, compile=spec.train.compile)
     optimizers = build_optimizers(model, spec.optim)
     schedulers = build_schedulers(optimizers, spec.schedule, total)
-    t = spec.train
     precision = resolve_precision(t.precision, par.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
     callbacks = [
@@ -125,32 +134,33 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
         cb.Validator(val_sets, t.val_every, precision),
         cb.Checkpointer(t.checkpoint_every),
     ]
-    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work, callbacks,
+    loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work, callbacks,
                 log_fn=lambda r: out.log_metrics({**r, **spec.extra_log}))  # fmt: skip
     if loop.resume() and out.is_main:
         trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
     log.info(
-        f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{world} "
+        f"training {total} steps of {t.batch_size}x{t.seq_len}x{accum}x{world} "
         f"tokens in {precision}"
     )
     loop.run()
-    return full_model(model, raw), summary(loop, callbacks, peak, raw, precision)
+    return full_model(loop, raw), summary(loop, callbacks, peak, raw, precision)
 
 
-def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
-    """An unsharded copy of the trained weights (a collective under FSDP)."""
+def full_model(loop: Loop, raw: nn.Module) -> nn.Module:
+    """The trained weights unsharded, on rank 0; other ranks get their (sharded) model.
+
+    Under FSDP, rank 0 reads the model's entries from the final checkpoint's shards: no
+    optimizer state and no gather through one process's collectives.
+    """
     import torch.distributed as dist
 
     if not dist.is_initialized():
         return raw
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=options)  # filled on rank 0 only
+    path = loop.final_checkpoint()
     if dist.get_rank() != 0:
         return raw
     plain = type(raw)(raw.cfg)
-    plain.load_state_dict(state)
+    plain.load_state_dict(checkpoint.model_weights(path))
     return plain
 
 
