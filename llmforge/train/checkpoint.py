@@ -44,6 +44,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ def _rank() -> int:
 def _collective(what: str):
     """Turn a collective that timed out or lost its peers into a RunFailed that says so."""
     try:
-        yield
+        with warnings.catch_warnings():
+            # DCP warns on every single-process save or load (how we run without torchrun)
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            yield
     except (RuntimeError, dcp.api.CheckpointException) as e:
         if not dist.is_initialized():
             raise
@@ -151,16 +155,18 @@ def _unb64(s: str) -> torch.Tensor:
 
 
 def rng_state() -> dict:
-    """This process's torch RNG: the CPU generator and every CUDA device's."""
+    """This process's torch RNG: the CPU generator and, once CUDA is in use, every device's."""
     state = {"cpu": _b64(torch.get_rng_state())}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore `rng_state()`; the CUDA part when this process uses CUDA (the engine moves the
+    model to its device before it resumes)."""
     torch.set_rng_state(_unb64(state["cpu"]))
-    if state.get("cuda") and torch.cuda.is_available():
+    if state.get("cuda") and torch.cuda.is_initialized():
         states = [_unb64(s) for s in state["cuda"]]
         torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
 
@@ -225,9 +231,20 @@ class SafeReader(FileSystemReader):
 # ---------------------------------------------------------------- saving
 
 
+def _resharded(model: nn.Module) -> nn.Module:
+    """FSDP2 leaves the root unsharded after a forward without backward (validation), and the
+    state-dict API matches the optimizer's (sharded) parameters by identity: reshard first."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return model
+
+
 def _tensor_state(model: nn.Module, optimizers: list) -> tuple[dict, list]:
     """(the tensors DCP writes: model and optimizer state, the optimizer's param groups)."""
-    optim = get_optimizer_state_dict(model, optimizers)
+    optim = get_optimizer_state_dict(_resharded(model), optimizers)
     return {"model": get_model_state_dict(model), "optim": optim["state"]}, optim["param_groups"]
 
 
@@ -347,6 +364,7 @@ def load(path: Path, model: nn.Module, optimizers: list, schedulers: list) -> Re
     if (path / LEGACY).is_file():
         return _load_format1(path, model, optimizers, schedulers)
     state = json.loads((path / STATE).read_text())
+    SafeReader(path / SHARDS).read_metadata()  # refuse a bad one here: DCP would wrap the error
     tensors, _ = _tensor_state(model, optimizers)
     with _collective(f"loading {path.name}"):
         dcp.load(tensors, storage_reader=SafeReader(path / SHARDS),
@@ -393,5 +411,7 @@ def model_weights(path: Path) -> dict[str, torch.Tensor]:
         for key, m in meta.state_dict_metadata.items()
         if key.startswith("model.")
     }
-    dcp.load({"model": model}, storage_reader=SafeReader(path / SHARDS), no_dist=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": model}, storage_reader=SafeReader(path / SHARDS), no_dist=True)
     return model
