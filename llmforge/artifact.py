@@ -35,15 +35,10 @@ RUN_STATE = "_run.json"  # inside the partial dir: which id this partial belongs
 # ---------------------------------------------------------------- hashing and ids
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_file(path: Path) -> str:
     """sha256 of a file, streamed through one reused buffer (constant memory)."""
-    h = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def hash_files(paths: list[Path], workers: int = 0) -> list[str]:

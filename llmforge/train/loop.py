@@ -89,9 +89,9 @@ class Loop:
         """Continue from the newest complete checkpoint in the work directory, if there is one."""
         if not dist.is_initialized() or dist.get_rank() == 0:
             checkpoint.clean_stale(self.work)
-        path = checkpoint.latest(self.work)
         if dist.is_initialized():
             dist.barrier()  # nobody lists checkpoints while rank 0 still cleans up
+        path = checkpoint.latest(self.work)
         if path is None:
             return False
         restored = checkpoint.load(path, self.model, self.optimizers, self.schedulers)
