@@ -89,8 +89,11 @@ def train_and_resume(rank: int, world: int, port: int, tokens: str, root: str) -
 def peer_never_joins(rank: int, world: int, port: int, tokens: str, root: str) -> None:
     _init(rank, world, port, timeout_s=3)
     loop = build_loop(Path(tokens), Path(root) / "work", rank, world)
-    if rank == 1:
-        time.sleep(12)  # alive, but never reaches the checkpoint
+    outcome_file = Path(root) / "outcome.pt"
+    if rank == 1:  # alive, but never reaches the checkpoint
+        deadline = time.time() + 30
+        while not outcome_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
         os._exit(0)
     started = time.perf_counter()
     try:
@@ -99,5 +102,6 @@ def peer_never_joins(rank: int, world: int, port: int, tokens: str, root: str) -
     except RunFailed as e:
         outcome = str(e)
     elapsed = time.perf_counter() - started
-    torch.save({"outcome": outcome, "seconds": elapsed}, Path(root) / "outcome.pt")
+    torch.save({"outcome": outcome, "seconds": elapsed}, outcome_file.with_suffix(".tmp"))
+    os.replace(outcome_file.with_suffix(".tmp"), outcome_file)
     os._exit(0)  # the group is broken; skip its teardown
