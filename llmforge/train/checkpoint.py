@@ -107,12 +107,10 @@ def _barrier(what: str, group=None) -> None:
 
 
 def is_complete(path: Path) -> bool:
+    """Format 2 needs its state and DCP's metadata (written last); format 1 its state.pt."""
     path = Path(path)
-    return (
-        (path / STATE).is_file()
-        and (path / SHARDS / ".metadata").is_file()
-        or (path / LEGACY).is_file()
-    )
+    format2 = (path / STATE).is_file() and (path / SHARDS / ".metadata").is_file()
+    return format2 or (path / LEGACY).is_file()
 
 
 def checkpoints(work: Path) -> list[tuple[int, Path]]:
