@@ -34,10 +34,11 @@ test-fast: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q -m "not slow and not slurm"
 
 # Each benchmark compares llmforge with a baseline in the same run and prints a ratio;
-# docs/benchmarks.md records the figures. About 15 minutes on an idle 2-core machine.
+# docs/benchmarks.md records the figures. About 17 minutes on an idle 2-core machine.
 bench: install
 	$(BIN)/python bench/tokenize_bench.py --mb 20
 	$(BIN)/python bench/pretrain_bench.py
+	$(BIN)/python bench/checkpoint_bench.py
 	$(BIN)/python bench/kernels_memory.py --vocab 32768
 	$(BIN)/python bench/sft_bench.py
 	$(BIN)/python bench/eval_bench.py

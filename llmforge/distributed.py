@@ -251,17 +251,18 @@ def main_decides(decide: Callable[[], T]) -> T:
     return value
 
 
-def barrier() -> None:
+def barrier(group=None) -> None:
+    """Wait for every rank of `group` (default: all)."""
     if not is_distributed():
         return
     import torch
     import torch.distributed as dist
 
-    where = group_device(torch.device("cpu"))
+    where = group_device(torch.device("cpu"), group)
     if where.type == "cuda":
-        dist.barrier(device_ids=[where.index or 0])
+        dist.barrier(group=group, device_ids=[where.index or 0])
     else:
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 # ------------------------------------------- subgroup collectives (expert/context parallel)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -206,3 +207,68 @@ def submit(script: Path, dependencies: list[str] = ()) -> str:
     if result.returncode != 0:
         raise BadInput(f"sbatch refused the job: {result.stderr.strip()}", path=str(script))
     return result.stdout.strip().split(";")[0]
+
+
+# ---------------------------------------------------------------- arrays the stages wait on
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Run a stage's tasks as one Slurm job array (instead of local processes) and wait."""
+
+    enabled: bool = param(False, "submit one array task per pending task and wait for them")
+    max_parallel: int = param(0, "array throttle (%N); 0 = no limit")
+    poll_s: float = param(10.0, "seconds between checks for finished tasks")
+    job: SlurmConfig = param(SlurmConfig(cpus_per_task=1), "resources of each array task")
+
+    def __post_init__(self):
+        check(self.max_parallel >= 0, "max_parallel", "must be >= 0")
+        check(self.poll_s > 0, "poll_s", "must be > 0")
+
+
+def module_commands(module: str, args: list[str], threads: int = 1) -> str:
+    """One shell line per argument: `python -m MODULE ARG`, this checkout on PYTHONPATH."""
+    root = Path(__file__).resolve().parents[1]
+    env = (
+        f"OMP_NUM_THREADS={threads} "
+        f"PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    )
+    python = shlex.quote(sys.executable)
+    return "".join(f"{env} {python} -m {module} {shlex.quote(a)}\n" for a in args)
+
+
+def job_queued(job: str) -> bool:
+    """True while any task of the job is pending or running."""
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def run_array(name: str, commands: str, n_tasks: int, cfg: ArrayConfig, folder: Path,
+              pending: Callable[[], list]) -> list:  # fmt: skip
+    """Submit `commands` (one line per task) as an array job and wait for it.
+
+    A job id left in `folder` by an earlier attempt that is still queued is waited on
+    instead of submitting again. Returns what `pending()` still lists once the job has
+    left the queue (empty: every task finished).
+    """
+    import time
+
+    from llmforge import log
+
+    if not pending():
+        return []
+    jobfile = folder / "slurm-jobid"
+    job = jobfile.read_text().strip() if jobfile.is_file() else ""
+    if not (job and job_queued(job)):
+        lines = folder / "slurm-commands.txt"
+        lines.write_text(commands, encoding="utf-8")
+        script = folder / f"{name}.sbatch"
+        script.write_text(render_array(cfg.job, name, lines, n_tasks, folder, Path.cwd(),
+                                       cfg.max_parallel), encoding="utf-8")  # fmt: skip
+        job = submit(script)
+        jobfile.write_text(job + "\n")
+        log.info(f"submitted {n_tasks} tasks as Slurm array job {job}")
+    while pending() and job_queued(job):
+        time.sleep(cfg.poll_s)
+    return pending()

@@ -6,24 +6,29 @@ Each `domain=PATH` input is read as jsonl, jsonl.gz, parquet or a folder of text
 A byte-level BPE is trained when no `tokenizer=PATH` is given. The tokenizer is published
 inside the output as its own `tokenizer` artifact (OUT/tokenizer). Documents are split into
 train and val per domain and shuffled offline.
+
+At scale the input files are cut into `tasks` parts, encoded by local processes or a Slurm
+job array (`-s slurm.enabled=true`), one token shard each; the shuffle is a permutation
+written into each split's index (llmforge/data/shards.py), so no process copies the tokens
+twice. The result is the same for any number of tasks.
+
+    llmforge tokenize web=data/web/ -s tasks=64 -s slurm.enabled=true -o artifacts/tokens
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from llmforge import artifact, log
 from llmforge.artifact import Ref, Run
 from llmforge.config import check, param
-from llmforge.data import sources, tokens
+from llmforge.data import shards, sources, tokens
 from llmforge.data import tokenizer as toklib
 from llmforge.errors import BadInput
+from llmforge.slurm import ArrayConfig
 from llmforge.stage import Inputs, Role, Stage
 
 
@@ -39,6 +44,11 @@ class Config:
     seed: int = param(0, "seed of the offline shuffle and the train/val split")
     batch_docs: int = param(1000, "documents encoded per batch")
     skip_bad_lines: bool = param(False, "count bad jsonl lines and write them to rejects.jsonl")
+    tasks: int = param(
+        1, "tokenize tasks: the input files are cut into this many parts, one shard each"
+    )
+    workers: int = param(0, "local processes running tasks at once (0 = one per core)")
+    slurm: ArrayConfig = param(ArrayConfig(), "run the tasks as a Slurm job array and wait")
 
     def __post_init__(self):
         check(self.vocab_size >= 300, "vocab_size", "must be >= 300 (256 bytes + specials)")
@@ -46,21 +56,23 @@ class Config:
         check(self.val_min_docs >= 0, "val_min_docs", "must be >= 0")
         check(self.batch_docs >= 1, "batch_docs", "must be >= 1")
         check(self.train_sample_mb > 0, "train_sample_mb", "must be > 0")
+        check(self.tasks >= 1, "tasks", "must be >= 1")
+        check(self.workers >= 0, "workers", "must be >= 0")
 
 
-def _doc_stream(inputs: list[Ref], cfg: Config, rejects: sources.Rejects):
-    """All documents of all data inputs; a corpus artifact is read from its documents/."""
+def _input_files(inputs: list[Ref]) -> list[shards.InputFile]:
+    """Every file of every data input, in reading order, with its fallback domain."""
+    files = []
     for ref in inputs:
         path = ref.path / "documents" if ref.kind == "corpus" else ref.path
         fallback = ref.role if ref.role != "data" else ref.path.name.split(".")[0]
-        for doc in sources.iter_documents(
-            path, fallback, cfg.text_field, cfg.skip_bad_lines, rejects
-        ):
-            if len(doc.text) >= cfg.min_chars:
-                yield doc
+        files += [
+            shards.InputFile(str(f), fallback, f.stat().st_size) for f in sources.source_files(path)
+        ]
+    return files
 
 
-def _tokenizer(cfg: Config, data: list[Ref], given: Ref | None):
+def _tokenizer(cfg: Config, files: list[shards.InputFile], given: Ref | None):
     if given is not None:
         path = given.path / "tokenizer" if given.kind == "tokens" else given.path
         return toklib.load_tokenizer_json(path), "given"
@@ -68,84 +80,40 @@ def _tokenizer(cfg: Config, data: list[Ref], given: Ref | None):
 
     def texts():
         used = 0
-        for doc in _doc_stream(data, cfg, sources.Rejects()):
-            used += len(doc.text)
-            yield doc.text
-            if used >= budget:
-                return
+        for f in files:
+            for doc in sources.iter_documents(Path(f.path), f.domain, cfg.text_field,
+                                              cfg.skip_bad_lines, sources.Rejects()):  # fmt: skip
+                if len(doc.text) < cfg.min_chars:
+                    continue
+                used += len(doc.text)
+                yield doc.text
+                if used >= budget:
+                    return
 
     log.info(f"training a byte-level BPE with {cfg.vocab_size} tokens")
     return toklib.train_bpe(texts(), cfg.vocab_size, cfg.min_frequency), "trained"
 
 
-def _encode_all(tok, cfg: Config, data: list[Ref], work: Path, rejects) -> tuple[dict, dict]:
-    """Encode every document into a temporary store in reading order."""
-    eos = tok.token_to_id(toklib.DOC_SEP)
-    domains: dict[str, int] = {}
-    writer = tokens.TokenWriter(work, "all", tokens.dtype_for(tok.get_vocab_size()))
-    stats = {"bytes": 0, "documents": 0}
-    total = sum(
-        f.stat().st_size
-        for r in data
-        for f in sources.source_files(r.path / "documents" if r.kind == "corpus" else r.path)
-    )
-    stream = _doc_stream(data, cfg, rejects)
-    # Encoding runs in a thread (the Rust tokenizer releases the GIL and uses both cores)
-    # while this thread parses the next batch of JSON.
-    with ThreadPoolExecutor(1) as pool, log.progress("tokenize", total=total) as bar:
-        pending = None
-        while True:
-            batch = list(itertools.islice(stream, cfg.batch_docs))
-            if pending is not None:
-                _write_batch(writer, *pending.result(), eos, domains, stats, bar)
-            if not batch:
-                break
-            pending = pool.submit(_encode_batch, tok, batch)
-        bar.total(stats["bytes"])
-    return writer.close(), {"domains": domains, **stats}
+def _run_tasks(cfg: Config, files: list[shards.InputFile], out: Run) -> list[Path]:
+    """Cut the files into tasks, run the pending ones (locally or on Slurm); the task files."""
+    parts = shards.plan_tasks(files, cfg.tasks)
+    if len(parts) < cfg.tasks:
+        log.warn(f"{cfg.tasks} tasks asked for but only {len(files)} input files: {len(parts)}")
+    folder = out.work / "tasks"
+    options = dict(text_field=cfg.text_field, skip_bad_lines=cfg.skip_bad_lines,
+                   min_chars=cfg.min_chars, batch_docs=cfg.batch_docs)  # fmt: skip
+    paths = shards.write_tasks(parts, folder, out.dir / tokens.SHARDS,
+                               out.dir / "tokenizer" / "tokenizer.json", **options)  # fmt: skip
+    if cfg.slurm.enabled:
+        shards.run_slurm(paths, cfg.slurm, folder)
+    else:
+        shards.run_local(paths, cfg.workers)
+    return paths
 
 
-def _encode_batch(tok, batch):
-    return batch, tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
-
-
-def _write_batch(writer, batch, encodings, eos, domains, stats, bar) -> None:
-    lengths = [len(enc.ids) + 1 for enc in encodings]
-    flat = np.empty(sum(lengths), dtype=writer.dtype)
-    pos = 0
-    for enc, length in zip(encodings, lengths):
-        flat[pos : pos + length - 1] = enc.ids
-        flat[pos + length - 1] = eos
-        pos += length
-    doc_domains = [domains.setdefault(doc.domain, len(domains)) for doc in batch]
-    writer.add_many(flat, lengths, doc_domains)
-    nbytes = sum(len(doc.text.encode("utf-8")) for doc in batch)
-    stats["bytes"] += nbytes
-    stats["documents"] += len(batch)
-    bar.advance(nbytes)
-
-
-def _split_and_shuffle(work: Path, out: Path, cfg: Config, n_domains: int, dtype) -> dict:
-    """Hold out val documents per domain, shuffle each split, copy into the final store."""
-    index = np.load(work / "all" / "docs.npy")
-    flat = np.memmap(work / "all" / "tokens.bin", dtype=dtype, mode="r")
-    rng = np.random.default_rng(cfg.seed)
-    val = []
-    for d in range(n_domains):
-        ids = np.flatnonzero(index[:, 2] == d)
-        n_val = max(cfg.val_min_docs, round(cfg.val_fraction * len(ids))) if cfg.val_fraction else 0
-        n_val = min(n_val, max(len(ids) - 1, 0))
-        val.extend(rng.permutation(ids)[:n_val].tolist())
-    is_val = np.zeros(len(index), dtype=bool)
-    is_val[val] = True
-    counts = {}
-    for split, mask in (("train", ~is_val), ("val", is_val)):
-        writer = tokens.TokenWriter(out, split, dtype)
-        for i in rng.permutation(np.flatnonzero(mask)):
-            start, length, dom = index[i]
-            writer.add(flat[start : start + length], int(dom))
-        counts[split] = writer.close()
-    return counts
+def _task_totals(paths: list[Path]) -> dict:
+    results = [json.loads(shards.read_task(p).result_path().read_text()) for p in paths]
+    return {k: sum(r[k] for r in results) for k in ("bytes", "documents", "rejected_lines")}
 
 
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
@@ -153,42 +121,39 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     data = [r for r in inputs.refs if r.role != "tokenizer"]
     if not data:
         raise BadInput("tokenize needs at least one data input (domain=PATH)")
-    tok, origin = _tokenizer(cfg, data, inputs.get("tokenizer"))
-    tok_dir = out.dir / "tokenizer"
-    toklib.save_for_transformers(tok, tok_dir)
-    rejects = sources.Rejects(out.dir / "rejects.jsonl" if cfg.skip_bad_lines else None)
+    files = _input_files(data)
+    tok, origin = _tokenizer(cfg, files, inputs.get("tokenizer"))
+    toklib.save_for_transformers(tok, out.dir / "tokenizer")
     t0 = time.time()
-    try:
-        written, stats = _encode_all(tok, cfg, data, out.work, rejects)
-    finally:
-        rejects.close()
-    if stats["documents"] == 0:
-        raise BadInput("the inputs hold no documents", path=str(data[0].path))
-    domains = sorted(stats["domains"], key=stats["domains"].get)
-    dtype = tokens.dtype_for(tok.get_vocab_size())
-    counts = _split_and_shuffle(out.work, out.dir, cfg, len(domains), dtype)
+    paths = _run_tasks(cfg, files, out)
+    domains, counts = shards.merge(paths, out.dir, cfg.seed, cfg.val_fraction, cfg.val_min_docs)
     encode_s = time.time() - t0
+    if cfg.skip_bad_lines:
+        shards.merged_rejects(paths, out.dir / "rejects.jsonl")
+    dtype = tokens.dtype_for(tok.get_vocab_size())
     eos = tok.token_to_id(toklib.DOC_SEP)
     tokens.write_meta(out.dir, domains, dtype, eos, tok.get_vocab_size(), counts)
     per_domain = {split: tokens.TokenStore(out.dir, split).domain_tokens() for split in counts}
     tok_cfg = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "origin": origin}
-    artifact.write_nested(
-        tok_dir, "tokenizer", "tokenize", tok_cfg, inputs.refs, {"vocab_size": tok.get_vocab_size()}
-    )
+    artifact.write_nested(out.dir / "tokenizer", "tokenizer", "tokenize", tok_cfg, inputs.refs,
+                          {"vocab_size": tok.get_vocab_size()})  # fmt: skip
+    totals = _task_totals(paths)
     total_tokens = sum(c["tokens"] for c in counts.values())
     return {
         "tokens": total_tokens,
-        "documents": stats["documents"],
-        "bytes": stats["bytes"],
+        "documents": totals["documents"],
+        "bytes": totals["bytes"],
         "train_tokens": counts["train"]["tokens"],
         "val_tokens": counts["val"]["tokens"],
         "tokens_per_domain": per_domain["train"],
         "val_tokens_per_domain": per_domain["val"],
         "vocab_size": tok.get_vocab_size(),
         "tokenizer": origin,
-        "rejected_lines": rejects.count,
+        "rejected_lines": totals["rejected_lines"],
+        "tasks": len(paths),
+        "shards": len(counts["train"]["shards"]),
         "encode_seconds": round(encode_s, 3),
-        "mb_per_s": round(stats["bytes"] / 1e6 / max(encode_s, 1e-9), 3),
+        "mb_per_s": round(totals["bytes"] / 1e6 / max(encode_s, 1e-9), 3),
         "tokens_per_s": round(total_tokens / max(encode_s, 1e-9), 1),
         "seconds": round(time.time() - started, 3),
     }

@@ -160,3 +160,24 @@ def test_lineage_walks_to_raw(tmp_path):
     assert tree["inputs"][0]["id"] == artifact.read_manifest(first)["id"]
     leaf = tree["inputs"][0]["inputs"][0]
     assert leaf["kind"] == "raw" and leaf["path"] == str(raw.resolve())
+
+
+def test_hash_files_streams_several_files_at_once(tmp_path, monkeypatch):
+    import hashlib
+    import threading
+
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"f{i}")
+        files[-1].write_bytes(bytes([i]) * (3 << 20))  # several read buffers each
+    expected = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    assert artifact.hash_files(files, workers=2) == expected == artifact.hash_files(files, 1)
+    both = threading.Barrier(2, timeout=10)  # breaks unless two files hash at the same time
+    real = artifact.sha256_file
+
+    def meeting(path):
+        both.wait()
+        return real(path)
+
+    monkeypatch.setattr(artifact, "sha256_file", meeting)
+    assert artifact.hash_files(files[:2], workers=2) == expected[:2]

@@ -42,7 +42,7 @@ def test_verify_fails_with_exit_2_on_corruption(tmp_path, tiny_corpus):
         ).exit_code
         == 0
     )
-    target = out / "train" / "tokens.bin"
+    target = out / "shards" / "00000.bin"
     data = bytearray(target.read_bytes())
     data[0] ^= 0xFF
     target.write_bytes(bytes(data))

@@ -4,25 +4,30 @@ Every training row is built the same way:
 
 1. pick a domain with the current stage's mixture weights;
 2. take a document from that domain's *random-sequential buffer* (Trinity style): documents
-   are read in storage order (the tokenize stage already shuffled them offline) into a
+   are read in index order (the tokenize stage already shuffled them offline) into a
    buffer of `buffer_docs`, and each draw takes a random slot and refills it with the next
-   document, so reads stay sequential while the order is mixed;
+   document, so the order is mixed further at no cost;
 3. pack documents end to end into `seq_len + 1` tokens; a document that does not fit
    continues at the start of the next row. `doc_ids` number the documents of a row so the
    model masks attention across them, and targets that would cross a document boundary
    are ignored (-100).
 
-Each data-parallel rank reads its own shard of every domain and its own random stream, so
-ranks see different data. The whole position (random state, buffers, cursors, the document
-cut across rows) is a small JSON-able `state_dict()`, which checkpoints carry so a resumed
-run sees exactly the batches an uninterrupted one would.
+There is one stream of rows for the whole run, the *global order*, whatever the number of
+ranks: every rank draws the same documents with the same random stream and plans the same
+rows (planning needs only document lengths), then reads the tokens of its own rows. Each
+call to `next_batch` consumes `batch_size * world_size` global rows and hands rank r the
+r-th block of `batch_size`; an optimizer step is `grad_accum` such calls, so a step always
+covers the same `global_batch_rows` rows. The data position is therefore one global count
+of rows plus the sampler state (random state, buffers, cursors, the document cut across
+rows): a small JSON-able `state_dict()`, the same on every rank. A run saved on 2 ranks
+resumes on 1 or 4 into the same stream, with `grad_accum_for` keeping the global batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -90,6 +95,9 @@ class Source:
     def tokens(self, ref) -> np.ndarray:
         return self.stores[int(ref[0])].doc(int(ref[1]))
 
+    def length(self, ref) -> int:
+        return self.stores[int(ref[0])].length(int(ref[1]))
+
     def domain_docs(self) -> dict[str, int]:
         return {d: len(self.docs_in(d)) for d in self.domains}
 
@@ -102,11 +110,11 @@ class Source:
 
 
 class DomainReader:
-    """A random-sequential buffer over one domain's shard of documents."""
+    """A random-sequential buffer over one domain's documents."""
 
     def __init__(self, docs: np.ndarray, buffer_docs: int, seed: int, key: tuple[int, ...]):
         if len(docs) == 0:
-            raise BadInput("a domain with weight > 0 has no documents on this rank")
+            raise BadInput("a domain with weight > 0 has no documents")
         self.docs, self.seed, self.key = docs, seed, key
         self.epoch, self.cursor = 0, 0
         self.order = np.arange(len(docs))
@@ -140,30 +148,51 @@ class DomainReader:
         self.order = self._order(self.epoch)
 
 
+Segment = tuple  # (document ref, start, take, domain): a piece of one document in a row
+
+
 class RowPacker:
-    """Packs documents from `next_doc()` into rows of `length` tokens, carrying cut documents."""
+    """Plans rows of `length` tokens from `next_doc()`, carrying a cut document into the next row.
 
-    def __init__(self, next_doc: Callable[[], tuple[np.ndarray, int] | None], length: int):
+    `next_doc()` gives (ref, length, domain) or None when the documents ran out. Planning
+    needs document lengths only, so every rank can follow the one global stream of rows
+    and read the tokens of its own rows alone (`fill_row`).
+    """
+
+    def __init__(self, next_doc: Callable[[], tuple[Any, int, int] | None], length: int):
         self.next_doc, self.length = next_doc, length
-        self.carry: tuple[np.ndarray, int] | None = None  # (remaining tokens, domain)
+        self.carry: tuple[Any, int, int, int] | None = None  # (ref, offset, length, domain)
 
-    def row(self, eos_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
-        """(tokens, doc numbers, domains, filled); None when the documents ran out at once."""
-        tokens = np.full(self.length, eos_id, dtype=np.int64)
-        docs = np.full(self.length, -1, dtype=np.int64)
-        domains = np.full(self.length, -1, dtype=np.int64)
-        fill, k = 0, 0
+    def plan(self) -> list[Segment] | None:
+        """The segments of the next row; None when the documents ran out at once."""
+        segments, fill = [], 0
         while fill < self.length:
-            item = self.carry if self.carry is not None else self.next_doc()
-            if item is None:
-                break
-            doc, domain = item
-            take = min(len(doc), self.length - fill)
-            tokens[fill : fill + take] = doc[:take]
-            docs[fill : fill + take], domains[fill : fill + take] = k, domain
-            self.carry = (doc[take:], domain) if take < len(doc) else None
-            fill, k = fill + take, k + 1
-        return None if fill == 0 else (tokens, docs, domains, fill)
+            if self.carry is not None:
+                ref, offset, size, domain = self.carry
+            else:
+                item = self.next_doc()
+                if item is None:
+                    break
+                (ref, size, domain), offset = item, 0
+            take = min(size - offset, self.length - fill)
+            segments.append((ref, offset, take, domain))
+            self.carry = (ref, offset + take, size, domain) if offset + take < size else None
+            fill += take
+        return segments or None
+
+
+def fill_row(segments: list[Segment], length: int, eos_id: int,
+             read: Callable[[Any], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:  # fmt: skip
+    """(tokens, document numbers, domains, filled) of one planned row; the tail is eos padding."""
+    tokens = np.full(length, eos_id, dtype=np.int64)
+    docs = np.full(length, -1, dtype=np.int64)
+    domains = np.full(length, -1, dtype=np.int64)
+    fill = 0
+    for k, (ref, start, take, domain) in enumerate(segments):
+        tokens[fill : fill + take] = read(ref)[start : start + take]
+        docs[fill : fill + take], domains[fill : fill + take] = k, domain
+        fill += take
+    return tokens, docs, domains, fill
 
 
 def to_batch(
@@ -199,12 +228,30 @@ def document_probabilities(token_weights: np.ndarray, source: Source) -> np.ndar
     return p / p.sum()
 
 
+def grad_accum_for(global_batch_rows: int, batch_size: int, world_size: int) -> int:
+    """Micro-batches per step that keep a run's global batch on `world_size` ranks.
+
+    A checkpoint fixes the global batch (rows per optimizer step); the per-rank
+    `batch_size` is fixed by the config, so gradient accumulation makes up the difference.
+    """
+    per_pass = batch_size * world_size
+    if global_batch_rows % per_pass:
+        ok = [w for w in range(1, global_batch_rows // batch_size + 1)
+              if global_batch_rows % (batch_size * w) == 0]  # fmt: skip
+        raise BadInput(
+            f"cannot resume on {world_size} rank(s): the checkpoint's global batch is "
+            f"{global_batch_rows} rows per step, not a multiple of train.batch_size "
+            f"{batch_size} x {world_size} ranks = {per_pass}; resume on {ok} ranks"
+        )
+    return global_batch_rows // per_pass
+
+
 class PackedLoader:
     """Infinite micro-batches of packed rows, following a multi-stage mixture schedule.
 
     `stage_ends[i]` is the optimizer step at which stage i ends and `weights[i]` its mixture
-    (token shares, a vector over `source.domains`). The loader counts micro-batches itself, so it knows
-    the step from `grad_accum`.
+    (token shares, a vector over `source.domains`). The loader counts global rows itself,
+    so it knows the step from `global_batch_rows`.
     """
 
     def __init__(self, source: Source, weights: list[np.ndarray], stage_ends: list[int],
@@ -212,64 +259,90 @@ class PackedLoader:
                  seed: int = 0, rank: int = 0, world_size: int = 1, intra_doc_mask: bool = True):  # fmt: skip
         self.source, self.stage_ends = source, stage_ends
         self.weights = [document_probabilities(w, source) for w in weights]
-        self.batch_size, self.grad_accum, self.rank = batch_size, grad_accum, rank
+        self.batch_size, self.grad_accum, self.seq_len = batch_size, grad_accum, seq_len
+        self.rank, self.world_size = rank, world_size
         self.intra_doc_mask = intra_doc_mask
-        self.rng = np.random.default_rng([seed, rank])
+        # one random stream and one set of readers for all ranks: the global order
+        self.rng = np.random.default_rng([seed, 0])
         used = np.flatnonzero(np.max(weights, axis=0) > 0)
         self.readers = {
-            int(d): DomainReader(
-                source.docs_in(source.domains[d])[rank::world_size],
-                buffer_docs,
-                seed,
-                (rank, int(d)),
-            )
+            int(d): DomainReader(source.docs_in(source.domains[d]), buffer_docs, seed, (0, int(d)))
             for d in used
         }
         self.packer = RowPacker(self._next_doc, seq_len + 1)
-        self.micro_batches = 0
+        self.rows = 0  # global rows planned so far: the data position
         self.tokens_seen = np.zeros(len(source.domains), dtype=np.int64)
 
     @property
+    def global_batch_rows(self) -> int:
+        return self.batch_size * self.grad_accum * self.world_size
+
+    @property
     def stage(self) -> int:
-        step = self.micro_batches // self.grad_accum
+        step = self.rows // self.global_batch_rows
         return next(
             (i for i, end in enumerate(self.stage_ends) if step < end), len(self.stage_ends) - 1
         )
 
-    def _next_doc(self) -> tuple[np.ndarray, int]:
+    def _next_doc(self) -> tuple[np.ndarray, int, int]:
         domain = int(self.rng.choice(len(self.source.domains), p=self.weights[self.stage]))
-        return self.source.tokens(self.readers[domain].draw(self.rng)), domain
+        ref = self.readers[domain].draw(self.rng)
+        return ref, self.source.length(ref), domain
+
+    def _plan_pass(self) -> list[list[Segment]]:
+        """The next `batch_size * world_size` global rows (one micro-batch of every rank)."""
+        plans = [self.packer.plan() for _ in range(self.batch_size * self.world_size)]
+        self.rows += len(plans)
+        for segments in plans:  # input tokens (the first seq_len of a row) per domain
+            pos = 0
+            for _, _, take, domain in segments:
+                self.tokens_seen[domain] += max(0, min(take, self.seq_len - pos))
+                pos += take
+        return plans
 
     def next_batch(self) -> Batch:
-        rows = [self.packer.row(self.source.eos_id) for _ in range(self.batch_size)]
-        batch = to_batch(rows, self.intra_doc_mask)
-        self.micro_batches += 1
-        seen = batch.domains[batch.domains >= 0]
-        self.tokens_seen += np.bincount(seen.numpy(), minlength=len(self.tokens_seen))
-        return batch
+        plans = self._plan_pass()
+        mine = plans[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        eos, length = self.source.eos_id, self.seq_len + 1
+        rows = [fill_row(p, length, eos, self.source.tokens) for p in mine]
+        return to_batch(rows, self.intra_doc_mask)
+
+    def skip_rows(self, n: int) -> None:
+        """Advance the position by about `n` global rows without reading tokens."""
+        while self.rows < n:
+            self._plan_pass()
 
     def shares(self) -> dict[str, float]:
-        """Share of input tokens seen so far per domain."""
+        """Share of input tokens seen so far per domain, over all ranks."""
         total = max(int(self.tokens_seen.sum()), 1)
         return {d: int(n) / total for d, n in zip(self.source.domains, self.tokens_seen)}
 
     def state_dict(self) -> dict:
         carry = self.packer.carry
         return {
+            "format": 2,
             "rng": self.rng.bit_generator.state,
             "readers": {str(d): r.state_dict() for d, r in self.readers.items()},
-            "carry": None if carry is None else [carry[0].tolist(), carry[1]],
-            "micro_batches": self.micro_batches,
+            "carry": None if carry is None else [*map(int, carry[0]), *carry[1:]],
+            "rows": self.rows,
+            "global_batch_rows": self.global_batch_rows,
             "tokens_seen": self.tokens_seen.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != 2:
+            raise ValueError("not a global data position (format 2); see Loop.resume")
+        if state["global_batch_rows"] != self.global_batch_rows:
+            raise BadInput(
+                f"the checkpoint's global batch is {state['global_batch_rows']} rows, this "
+                f"loader's {self.global_batch_rows} (set grad_accum with grad_accum_for)"
+            )
         self.rng.bit_generator.state = state["rng"]
         for d, r in self.readers.items():
             r.load_state_dict(state["readers"][str(d)])
         carry = state["carry"]
-        self.packer.carry = None if carry is None else (np.asarray(carry[0], np.int64), carry[1])
-        self.micro_batches = state["micro_batches"]
+        self.packer.carry = None if carry is None else (np.asarray(carry[:2]), *carry[2:])
+        self.rows = state["rows"]
         self.tokens_seen = np.asarray(state["tokens_seen"], dtype=np.int64)
 
 
@@ -281,14 +354,16 @@ def validation_batches(store: TokenStore, domain: str, batch_size: int, seq_len:
 
     def next_doc():
         i = next(docs, None)
-        return None if i is None else (np.asarray(store.doc(int(i)), dtype=np.int64), d)
+        return None if i is None else (int(i), store.length(int(i)), d)
 
     packer, batches = RowPacker(next_doc, seq_len + 1), []
     while len(batches) < max_batches:
-        rows = [r for r in (packer.row(store.eos_id) for _ in range(batch_size)) if r is not None]
-        if not rows:
+        plans = [p for p in (packer.plan() for _ in range(batch_size)) if p is not None]
+        if not plans:
             break
-        batches.append(to_batch(rows, mask))
-        if len(rows) < batch_size:
+        batches.append(
+            to_batch([fill_row(p, seq_len + 1, store.eos_id, store.doc) for p in plans], mask)
+        )
+        if len(plans) < batch_size:
             break
     return batches

@@ -12,7 +12,7 @@ from typing import Literal
 
 from llmforge.config import check, param
 from llmforge.model.gpt import ModelConfig
-from llmforge.slurm import SlurmConfig
+from llmforge.slurm import ArrayConfig
 
 PROXY_MODEL = ModelConfig(
     vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=172,
@@ -157,15 +157,5 @@ class SolveConfig:
         check(self.target_tokens >= 0, "target_tokens", "must be >= 0")
 
 
-@dataclass(frozen=True)
-class ProxySlurmConfig:
-    """Train the proxies as a Slurm job array instead of local processes."""
-
-    enabled: bool = param(False, "submit one array task per pending proxy and wait for them")
-    max_parallel: int = param(0, "array throttle (%N); 0 = no limit")
-    poll_s: float = param(10.0, "seconds between checks for finished proxies")
-    job: SlurmConfig = param(SlurmConfig(cpus_per_task=1), "resources of each array task")
-
-    def __post_init__(self):
-        check(self.max_parallel >= 0, "max_parallel", "must be >= 0")
-        check(self.poll_s > 0, "poll_s", "must be > 0")
+# Train the proxies as a Slurm job array instead of local processes.
+ProxySlurmConfig = ArrayConfig

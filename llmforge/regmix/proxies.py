@@ -156,57 +156,27 @@ def run_local(tasks: list[Path], workers: int, threads: int) -> None:
 
 def array_commands(tasks: list[Path], threads: int) -> str:
     """One shell line per task: the worker on that task file (PYTHONPATH kept for checkouts)."""
-    import shlex
-    import sys
+    from llmforge import slurm
 
-    root = Path(__file__).resolve().parents[2]
-    env = f"OMP_NUM_THREADS={threads} PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"
-    python = shlex.quote(sys.executable)
-    return "".join(
-        f"{env} {python} -m llmforge.regmix.worker {shlex.quote(str(t))}\n" for t in tasks
-    )
+    return slurm.module_commands("llmforge.regmix.worker", [str(t) for t in tasks], threads)
 
 
 def run_slurm(tasks: list[Path], cfg, threads: int, folder: Path) -> None:
     """Submit the pending tasks as one job array, wait for it, and fail naming missing proxies.
 
-    `cfg` is a `ProxySlurmConfig`. A job id left by an earlier attempt that is still queued
+    `cfg` is a `slurm.ArrayConfig`. A job id left by an earlier attempt that is still queued
     is waited on instead of submitting again.
     """
     from llmforge import slurm
     from llmforge.errors import RunFailed
 
     todo = pending(tasks)
-    if not todo:
-        return
-    jobfile = folder / "slurm-jobid"
-    job = jobfile.read_text().strip() if jobfile.is_file() else ""
-    if not (job and job_queued(job)):
-        commands = folder / "slurm-commands.txt"
-        commands.write_text(array_commands(todo, threads), encoding="utf-8")
-        script = folder / "proxies.sbatch"
-        script.write_text(slurm.render_array(
-            cfg.job, "llmforge-regmix-proxies", commands, len(todo), folder, Path.cwd(),
-            cfg.max_parallel,
-        ), encoding="utf-8")  # fmt: skip
-        job = slurm.submit(script)
-        jobfile.write_text(job + "\n")
-        log.info(f"submitted {len(todo)} proxies as Slurm array job {job}")
-    while pending(tasks) and job_queued(job):
-        time.sleep(cfg.poll_s)
-    missing = pending(tasks)
+    missing = slurm.run_array("llmforge-regmix-proxies", array_commands(todo, threads),
+                              len(todo), cfg, folder, lambda: pending(tasks))  # fmt: skip
     if missing:
         names = ", ".join(t.name.removesuffix(".task.json") for t in missing)
+        job = (folder / "slurm-jobid").read_text().strip()
         raise RunFailed(
             f"Slurm job {job} ended without results for proxies {names} (logs: {folder}); "
             "re-run the same command to retrain only those"
         )
-
-
-def job_queued(job: str) -> bool:
-    """True while any task of the job is pending or running."""
-    import subprocess
-
-    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True,
-                         text=True, timeout=60)  # fmt: skip
-    return out.returncode == 0 and bool(out.stdout.strip())

@@ -114,6 +114,9 @@ class TrainConfig:
     val_every: int = param(0, "steps between validation runs (0 = only at the end)")
     checkpoint_every: int = param(100, "steps between checkpoints (0 = never)")
     keep_checkpoints: int = param(2, "checkpoints kept in the run's work directory")
+    async_checkpoint: bool = param(
+        False, "write checkpoints from a CPU copy in a background thread (training goes on)"
+    )
     peak_probe_s: float = param(0.5, "seconds spent measuring the matmul peak for MFU (0 = skip)")
 
     def __post_init__(self):

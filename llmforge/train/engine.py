@@ -1,8 +1,9 @@
 """The entry point the pretrain-family stages call: data, model, optimizers, loop, export.
 
 `train_model(model, spec, out)` takes a built (unsharded) GPT and a `TrainSpec`, runs or
-resumes the loop in `out.work`, and returns the trained model (full weights on every
-rank) with the summary metrics. The stages only decide where the model and data come from.
+resumes the loop in `out.work`, and returns the trained model (full weights on rank 0;
+each other rank keeps its shard) with the summary metrics. The stages only decide where
+the model and data come from.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from llmforge.errors import BadInput, ConfigError
 from llmforge.model.context_parallel import check_heads
 from llmforge.model.parallelize import parallelize
 from llmforge.train import callbacks as cb
-from llmforge.train import tracking
+from llmforge.train import checkpoint, tracking
 from llmforge.train.config import (
     OptimConfig,
     ParallelConfig,
@@ -32,7 +33,7 @@ from llmforge.train.config import (
     SpikeConfig,
     TrainConfig,
 )
-from llmforge.train.loop import Loop
+from llmforge.train.loop import Loop, resume_grad_accum
 from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
 from llmforge.train.optim import build_optimizers
 from llmforge.train.qk_clip import QKClip
@@ -55,15 +56,20 @@ class TrainSpec:
     parallel: ParallelConfig = ParallelConfig()
 
 
-def batch_tokens(t: TrainConfig, world: int) -> int:
+def batch_tokens(t: TrainConfig, world: int, grad_accum: int | None = None) -> int:
     """Tokens per optimizer step over the `world` data-parallel ranks (the global batch)."""
-    return t.batch_size * t.seq_len * t.grad_accum * world
+    return t.batch_size * t.seq_len * (grad_accum or t.grad_accum) * world
 
 
-def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[PackedLoader, int]:
-    """The loader of this rank and the total number of optimizer steps."""
+def plan_data(spec: TrainSpec, source: Source, rank: int, world: int,
+              grad_accum: int | None = None) -> tuple[PackedLoader, int]:  # fmt: skip
+    """The loader of this rank and the total number of optimizer steps.
+
+    `grad_accum` overrides the config's (a resume on another number of ranks).
+    """
     t = spec.train
-    tokens_per_step = batch_tokens(t, world)
+    accum = grad_accum or t.grad_accum
+    tokens_per_step = batch_tokens(t, world, accum)
     stages = spec.data.stages
     total = t.steps or total_steps_for(stages, tokens_per_step)
     default = spec.mixture or natural_weights(source.domain_tokens())
@@ -73,7 +79,7 @@ def plan_data(spec: TrainSpec, source: Source, rank: int, world: int) -> tuple[P
     ]
     loader = PackedLoader(
         source, weights, stage_ends(stages, tokens_per_step, total), t.batch_size, t.seq_len,
-        grad_accum=t.grad_accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
+        grad_accum=accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
         rank=rank, world_size=world, intra_doc_mask=spec.data.intra_doc_mask,
     )  # fmt: skip
     return loader, total
@@ -144,17 +150,19 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     rank, world = distributed.init()
     source = Source([TokenStore(p, "train") for p in spec.tokens])
     check_model(model, source, spec)
+    t = spec.train
+    work = Path(work or out.work)
     cp = check_parallel(model.cfg, spec, world)
     data_world = world // cp  # the ranks of a context-parallel group share one batch
-    loader, total = plan_data(spec, source, rank // cp, data_world)
+    accum = resume_grad_accum(work, t.batch_size, t.grad_accum, data_world)
+    loader, total = plan_data(spec, source, rank // cp, data_world, accum)
     val_sets = validation_sets(spec)
     raw = distributed.place(model)
     model = parallelize(raw, compile=spec.train.compile, context=cp)
     optimizers = build_optimizers(model, spec.optim)
-    tokens_per_step = batch_tokens(spec.train, data_world)
+    tokens_per_step = batch_tokens(t, data_world, accum)
     schedulers = build_schedulers(optimizers, spec.schedule, total, tokens_per_step)
     log_batch_scaling(spec.schedule, tokens_per_step)
-    t = spec.train
     precision = resolve_precision(t.precision, distributed.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
     per_device_flops = flops_per_token(raw.cfg, t.seq_len) / cp  # a group shares each token
@@ -168,17 +176,16 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     ]
     stage = "-".join(f"{k}{v}" for k, v in spec.extra_log.items())  # e.g. length4096
     with tracking.tracked(out, stage) as sink:
-        loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work or out.work,
-                    callbacks, log_fn=lambda r: sink({**r, **spec.extra_log}),
-                    data_world=data_world)  # fmt: skip
+        loop = Loop(model, raw, optimizers, schedulers, loader, total, t, work, callbacks,
+                    log_fn=lambda r: sink({**r, **spec.extra_log}))  # fmt: skip
         if loop.resume() and out.is_main:
             trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
         log.info(
-            f"training {total} steps of {t.batch_size}x{t.seq_len}x{t.grad_accum}x{data_world} "
+            f"training {total} steps of {t.batch_size}x{t.seq_len}x{accum}x{data_world} "
             f"tokens in {precision}" + (f", each sequence split over {cp} ranks" if cp > 1 else "")
         )
         loop.run()
-    return full_model(model, raw), summary(loop, callbacks, peak, raw, precision)
+    return full_model(loop, raw), summary(loop, callbacks, peak, raw, precision)
 
 
 def log_batch_scaling(schedule: ScheduleConfig, tokens: int) -> None:
@@ -190,23 +197,18 @@ def log_batch_scaling(schedule: ScheduleConfig, tokens: int) -> None:
         )
 
 
-def full_model(model: nn.Module, raw: nn.Module) -> nn.Module:
-    """An unsharded CPU copy of the trained weights on every rank (all-gathers under FSDP).
+def full_model(loop: Loop, raw: nn.Module) -> nn.Module:
+    """The trained weights unsharded, as a plain CPU model on every rank.
 
-    Every rank needs it: context-extend trains the next length from it. The shards are
-    gathered one tensor at a time (`full_state_dict` without CPU offload would gather the
-    whole model into each GPU at once, and with it fills rank 0 only).
+    Every rank needs it: context-extend trains the next length from it. Under FSDP each
+    rank reads the model's entries from the final checkpoint's shards: no optimizer state,
+    and no gather of the whole model through one process's collectives.
     """
     if distributed.get_world_size() == 1:
         return raw
-    from torch.distributed.tensor import DTensor
-
-    state = {
-        name: (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu()
-        for name, t in model.state_dict().items()
-    }
+    path = loop.final_checkpoint()
     plain = type(raw)(raw.cfg)  # FSDP2's class for `raw` constructs the plain module
-    plain.load_state_dict(state)
+    plain.load_state_dict(checkpoint.model_weights(path))
     return plain
 
 

@@ -7,6 +7,10 @@ state); everything else is a callback.
 Preemption (the Slurm path): SIGTERM or SIGUSR1 sets a flag; after the current step the
 loop saves a checkpoint and raises `RunFailed("preempted ...")`, so the CLI exits 1 and
 the partial run directory stays. Re-running the same command resumes from it.
+
+Resuming on another number of ranks: the data position is global (loader.py) and the
+checkpoint is resharded on load (checkpoint.py); `resume_grad_accum` keeps the global batch
+by recomputing gradient accumulation, or refuses with the numbers where it cannot.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from llmforge import distributed, log
-from llmforge.data.loader import PackedLoader
+from llmforge.data.loader import PackedLoader, grad_accum_for
 from llmforge.errors import RunFailed
 from llmforge.train import checkpoint
 from llmforge.train.callbacks import Callback, SpikeGuard
@@ -28,59 +32,106 @@ from llmforge.train.step import train_step
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+def resume_grad_accum(work: Path, batch_size: int, grad_accum: int, world: int) -> int:
+    """Micro-batches per step for this run: the config's, or, when resuming, the number that
+    keeps the global batch of the checkpoint on `world` ranks (BadInput where none does)."""
+    path = checkpoint.latest(work)
+    if path is None:
+        return grad_accum
+    restored = checkpoint.read_state(path)
+    loader_state = restored.shared.get("loader", {})
+    rows = loader_state.get("global_batch_rows") or batch_size * grad_accum * restored.world_size
+    accum = grad_accum_for(rows, batch_size, world)
+    if accum != grad_accum or restored.world_size != world:
+        log.info(
+            f"{path.name} was saved on {restored.world_size} rank(s); on {world} the global "
+            f"batch of {rows} rows takes grad_accum {accum}"
+        )
+    return accum
+
+
 class Loop:
     """Runs `total_steps` optimizer steps of `model` on `loader`'s batches."""
 
     def __init__(self, model: nn.Module, raw_model: nn.Module, optimizers: list, schedulers: list,
                  loader: PackedLoader, total_steps: int, train_cfg, work: Path,
-                 callbacks: list[Callback], log_fn: Callable[[dict], None] = lambda r: None,
-                 data_world: int | None = None):  # fmt: skip
+                 callbacks: list[Callback], log_fn: Callable[[dict], None] = lambda r: None):  # fmt: skip
         self.model, self.raw_model = model, raw_model
-        self.data_world = data_world  # ranks drawing distinct batches (None: the world size)
         self.optimizers, self.schedulers, self.loader = optimizers, schedulers, loader
         self.total_steps, self.cfg, self.work = total_steps, train_cfg, Path(work)
         self.callbacks, self.log = callbacks, log_fn
         self.spike = next((c for c in callbacks if isinstance(c, SpikeGuard)), None)
         self.step, self.progress, self._preempted = 0, None, False
+        self.writer = checkpoint.CheckpointWriter(
+            work, keep=train_cfg.keep_checkpoints, asynchronous=train_cfg.async_checkpoint
+        )
         self.rewind_requested = False  # set by the spike policy; acted on after the callbacks
 
     def tokens_trained(self) -> int:
         """Input tokens per optimizer step times the steps done, over all ranks."""
-        world = self.data_world or distributed.get_world_size()
-        return self.step * self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum * world
+        return self.step * self.loader.global_batch_rows * self.cfg.seq_len
 
     # ------------------------------------------------------------ checkpoints
 
-    def rank_state(self) -> dict:
+    def shared_state(self) -> dict:
+        """What a checkpoint keeps besides tensors: the same on every rank."""
         return {
             "loader": self.loader.state_dict(),
             "callbacks": {c.name: c.state_dict() for c in self.callbacks},
         }
 
     def save_checkpoint(self) -> None:
-        checkpoint.save(self.work, self.step, self.model, self.optimizers, self.schedulers,
-                        self.rank_state(), keep=self.cfg.keep_checkpoints)  # fmt: skip
+        self.writer.save(self.step, self.model, self.optimizers, self.schedulers,
+                         self.shared_state())  # fmt: skip
 
     def resume(self) -> bool:
-        """Continue from the newest checkpoint in the work directory, if there is one."""
+        """Continue from the newest complete checkpoint in the work directory, if there is one."""
+        if distributed.get_rank() == 0:
+            checkpoint.clean_stale(self.work)
+        distributed.barrier()  # nobody lists checkpoints while rank 0 still cleans up
         path = checkpoint.latest(self.work)
         if path is None:
             return False
-        self.step, state = checkpoint.load(path, self.model, self.optimizers, self.schedulers)
-        self.loader.load_state_dict(state["loader"])
+        restored = checkpoint.load(path, self.model, self.optimizers, self.schedulers)
+        self.step = restored.step
+        self._restore_position(restored)
         for c in self.callbacks:
-            c.load_state_dict(state["callbacks"].get(c.name, {}))
+            c.load_state_dict(restored.shared["callbacks"].get(c.name, {}))
         log.info(f"resumed from {path.name} (step {self.step})")
         return True
 
+    def _restore_position(self, restored: checkpoint.Restored) -> None:
+        state = restored.shared["loader"]
+        if state.get("format") == 2:
+            self.loader.load_state_dict(state)
+            return
+        # format 1 kept one stream per rank; only the amount of data seen carries over
+        rows = state["micro_batches"] * self.loader.batch_size * restored.world_size
+        log.warn(
+            f"checkpoint from an older llmforge: per-rank data streams; continuing the "
+            f"global stream after {rows} rows (same amount of data, not the same documents)"
+        )
+        self.loader.skip_rows(rows)
+
     def rewind(self) -> None:
         """Reload the last checkpoint's weights and optimizer, keeping the data position."""
+        self.writer.wait()
         path = checkpoint.latest(self.work)
         if path is None:
             log.warn("no checkpoint to rewind to yet; the spiking batch was skipped instead")
             return
-        self.step, _ = checkpoint.load(path, self.model, self.optimizers, self.schedulers)
+        self.step = checkpoint.load(path, self.model, self.optimizers, self.schedulers).step
         log.info(f"rewound to {path.name} (step {self.step}); data continues past the spike")
+
+    def final_checkpoint(self) -> Path:
+        """The checkpoint of the finished run, saved now unless the newest one is at this step."""
+        self.writer.wait()
+        path = checkpoint.latest(self.work)
+        if path is None or checkpoint.read_state(path).step != self.step:
+            self.save_checkpoint()
+            self.writer.wait()
+            path = checkpoint.latest(self.work)
+        return path
 
     # ------------------------------------------------------------ the loop
 
@@ -95,17 +146,28 @@ class Loop:
                 bar.advance(self.step)
                 self.progress = bar
                 self._run()
+            self.writer.wait()  # a save in flight completes (or fails) before we return
+        except BaseException:
+            self._drain_writer()
+            raise
         finally:
             self.progress = None
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+    def _drain_writer(self) -> None:
+        """On the way out of a failed run: let a save in flight finish, without masking why."""
+        try:
+            self.writer.wait()
+        except Exception as e:  # the original error is the one to report
+            log.warn(f"the checkpoint being written failed too: {e}")
 
     def _run(self) -> None:
         for c in self.callbacks:
             c.on_start(self)
         while self.step < self.total_steps:
             started = time.perf_counter()
-            batches = [self.loader.next_batch() for _ in range(self.cfg.grad_accum)]
+            batches = [self.loader.next_batch() for _ in range(self.loader.grad_accum)]
             data_wait = time.perf_counter() - started
             result = train_step(
                 self.model, self.optimizers, self.schedulers, batches,
@@ -120,6 +182,7 @@ class Loop:
                 self.rewind()
             if self._stop_requested():
                 self.save_checkpoint()
+                self.writer.wait()
                 raise RunFailed(
                     f"preempted at step {self.step}; checkpoint saved, re-run to resume"
                 )

@@ -6,8 +6,11 @@ set -euo pipefail
 R=$(dirname "$0")
 OUT=${OUT:-artifacts/smollm3-3b}
 EXTRA=("$@")
+# The tokenize job trains the BPE, then runs 256 encode tasks as a job array (one shard
+# each) and merges them into one shuffled index.
 TOK=$(llmforge tokenize web=data/web code=data/code math=data/math \
-        -s vocab_size=128256 -o "$OUT/tokens" --slurm --slurm-config "$R/slurm-small.yaml" "${EXTRA[@]}")
+        -s vocab_size=128256 -s tasks=256 -s slurm.enabled=true -s slurm.max_parallel=64 \
+        -o "$OUT/tokens" --slurm --slurm-config "$R/slurm-small.yaml" "${EXTRA[@]}")
 BASE=$(llmforge pretrain "$TOK" -c "$R/pretrain.yaml" -o "$OUT/base" \
         --slurm --slurm-config "$R/slurm-pretrain.yaml" "${EXTRA[@]}")
 echo "$BASE"

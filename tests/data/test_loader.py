@@ -1,11 +1,21 @@
-"""The packed loader: packing and doc ids, mixture shares, stages, rank streams, resume state."""
+"""The packed loader: packing and doc ids, mixture shares, stages, the global order over
+ranks, resume state (also on another number of ranks)."""
 
 import numpy as np
 import pytest
 import torch
 
-from llmforge.data.loader import PackedLoader, RowPacker, Source, to_batch, validation_batches
+from llmforge.data.loader import (
+    PackedLoader,
+    RowPacker,
+    Source,
+    fill_row,
+    grad_accum_for,
+    to_batch,
+    validation_batches,
+)
 from llmforge.data.tokens import TokenStore
+from llmforge.errors import BadInput
 from tests.train.fake_tokens import EOS, domain_of_token, make_tokens
 
 
@@ -46,8 +56,8 @@ def test_rows_pack_whole_documents_with_doc_ids_and_masked_boundaries(store):
 
 def test_documents_cut_at_a_row_end_continue_in_the_next_row(store):
     docs = iter(store.docs_in("a"))
-    packer = RowPacker(lambda: (store.doc(int(next(docs))).astype(np.int64), 0), 9)
-    rows = [packer.row(EOS) for _ in range(20)]
+    packer = RowPacker(lambda: (i := int(next(docs)), store.length(i), 0), 9)
+    rows = [fill_row(packer.plan(), 9, EOS, store.doc) for _ in range(20)]
     stream = np.concatenate([r[0] for r in rows])
     expected = np.concatenate([store.doc(int(i)) for i in store.docs_in("a")])[: len(stream)]
     np.testing.assert_array_equal(stream, expected)  # nothing dropped, nothing reordered
@@ -102,7 +112,7 @@ def test_validation_batches_are_fixed_and_padding_is_ignored(store):
     assert len(batches) == 1  # 3 short documents fit in one row
     b = batches[0]
     assert b.inputs.shape[0] == 1
-    n_tokens = int(val.docs[val.docs_in("b"), 1].sum())
+    n_tokens = int(val.lengths[val.docs_in("b")].sum())
     assert int((b.domains[0] >= 0).sum()) == min(n_tokens, 64)
     assert torch.all(b.targets[0, n_tokens:] == -100)
 
@@ -113,3 +123,44 @@ def test_to_batch_marks_padding_as_its_own_document():
     batch = to_batch([(tokens, docs, np.zeros(6, dtype=np.int64), 4)])
     assert batch.doc_ids.tolist() == [[0, 0, 0, 1, 2]]
     assert batch.targets.tolist() == [[5, 0, -100, -100, -100]]
+
+
+def global_rows(loaders, steps: int) -> list[torch.Tensor]:
+    """Each step's rows in global order: micro-batch by micro-batch, rank by rank."""
+    out = []
+    for _ in range(steps):
+        for _ in range(loaders[0].grad_accum):
+            out.extend(ld.next_batch().inputs for ld in loaders)
+    return out
+
+
+def test_the_global_order_is_the_same_on_any_number_of_ranks(store):
+    weights = [[0.5, 0.3, 0.2]]
+    two = [loader(store, weights, seed=1, batch_size=2, rank=r, world_size=2) for r in (0, 1)]
+    one = [loader(store, weights, seed=1, batch_size=2, grad_accum=2)]
+    four = [loader(store, weights, seed=1, batch_size=1, rank=r, world_size=4) for r in range(4)]
+    a, b = torch.cat(global_rows(two, 6)), torch.cat(global_rows(one, 6))
+    assert torch.equal(a, b)
+    assert torch.equal(a, torch.cat(global_rows(four, 6)))
+    assert two[0].shares() == one[0].shares()  # shares count every rank's rows
+
+
+def test_a_position_saved_on_two_ranks_resumes_on_one(store):
+    weights = [[0.4, 0.4, 0.2]]
+    two = [
+        loader(store, weights, batch_size=2, rank=r, world_size=2, buffer_docs=4) for r in (0, 1)
+    ]
+    global_rows(two, 7)
+    state = two[0].state_dict()
+    assert state == two[1].state_dict()  # the position is global: one copy serves every rank
+    expected = torch.cat(global_rows(two, 3))
+    accum = grad_accum_for(state["global_batch_rows"], batch_size=2, world_size=1)
+    one = loader(store, weights, batch_size=2, grad_accum=accum, buffer_docs=4)
+    one.load_state_dict(state)
+    assert torch.equal(torch.cat(global_rows([one], 3)), expected)
+
+
+def test_a_global_batch_that_cannot_be_kept_is_refused_with_the_numbers():
+    assert grad_accum_for(16, batch_size=4, world_size=2) == 2
+    with pytest.raises(BadInput, match=r"global batch is 8 rows.*4 x 3 ranks = 12.*\[1, 2\]"):
+        grad_accum_for(8, batch_size=4, world_size=3)

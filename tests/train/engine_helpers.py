@@ -45,3 +45,24 @@ def make_run(out: Path, rank: int = 0, world: int = 1) -> artifact.Run:
     run = artifact.Run(out, "test", "model", "pretrain", {}, [], rank, world)
     run.dir.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def checkpoint_loop(tokens: Path, work: Path, steps: int = 6, every: int = 0, *, rank: int = 0,
+                    world: int = 1, accum: int = 1, batch_size: int = 4, wrap=None, **train):  # fmt: skip
+    """A Loop over the tiny model that checkpoints every `every` steps into `work`.
+
+    `wrap` (e.g. FSDP's `parallelize`) is applied to the model; `train` are TrainConfig keys.
+    """
+    from llmforge.train.callbacks import Checkpointer
+    from llmforge.train.loop import Loop
+    from llmforge.train.optim import build_optimizers
+    from llmforge.train.schedule import build_schedulers
+
+    model = tiny_model()
+    model = wrap(model) if wrap else model
+    opts = build_optimizers(model, OptimConfig(lr=1e-2))
+    scheds = build_schedulers(opts, ScheduleConfig(kind="constant", warmup_steps=0), steps)
+    loader = tiny_loader(tokens, batch_size, grad_accum=accum, rank=rank, world_size=world)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=32, grad_accum=accum,
+                      precision="fp32", **train)  # fmt: skip
+    return Loop(model, model, opts, scheds, loader, steps, cfg, work, [Checkpointer(every)])

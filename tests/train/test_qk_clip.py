@@ -89,8 +89,11 @@ def test_gqa_factors_never_grow_a_weight_and_multiply_to_gamma():
 class SameBatch:
     """A loader that serves one fixed batch forever (a model can only memorise it)."""
 
+    grad_accum = 1  # what the loop reads of a loader besides next_batch
+
     def __init__(self, batch: Batch):
         self.batch = batch
+        self.global_batch_rows = batch.inputs.shape[0]
 
     def next_batch(self) -> Batch:
         return self.batch
