@@ -54,6 +54,24 @@ class Group:
     scores: list
 
 
+@dataclass
+class RolloutBatch:
+    """The groups of one step, and where they came from.
+
+    `index` numbers batches in drawing order (it seeds the sampling); `version` is the
+    number of optimizer steps behind the weights that sampled them; `position` is the
+    prompt stream's position after drawing them, where a resumed run continues.
+    """
+
+    groups: list[Group]
+    stats: dict
+    temperature: float
+    index: int
+    version: int
+    position: int
+    gen_s: float = 0.0
+
+
 class GRPOLoop:
     """Trains `model` in place; `generator` defaults to transformers on the same model."""
 
@@ -88,13 +106,15 @@ class GRPOLoop:
 
     # ------------------------------------------------------------ rollouts and rewards
 
-    def temperature(self) -> float:
+    def temperature(self, step: int | None = None) -> float:
         r = self.cfg.rollout
         return rl_sampling.temperature_at(
-            self.step, self.cfg.steps, r.temperature, r.temperature_final
+            self.step if step is None else step, self.cfg.steps, r.temperature, r.temperature_final
         )
 
-    def rollouts(self, rows: list[dict], seed: int) -> list[Group]:
+    def rollouts(
+        self, rows: list[dict], seed: int, temperature: float | None = None
+    ) -> list[Group]:
         r = self.cfg.rollout
         prompts = [as_prompt(row, r.system_prompt) for row in rows]
         outs = generate_in_modes(
@@ -102,7 +122,7 @@ class GRPOLoop:
             prompts,
             [row.get("mode") for row in rows],
             n=r.group_size,
-            temperature=self.temperature(),
+            temperature=self.temperature() if temperature is None else temperature,
             top_p=r.top_p,
             max_new_tokens=r.max_new_tokens,
             seed=seed,
@@ -119,12 +139,17 @@ class GRPOLoop:
             g.scores = scores[i * size : (i + 1) * size]
         return [[s.value for s in g.scores] for g in groups]
 
-    def sample_batch(self) -> tuple[list[Group], dict]:
-        rounds = iter(range(10**6))
-        base = self.cfg.seed * 1_000_003 + self.step * 1_009
+    def draw_batch(self, index: int, version: Callable[[], int] = lambda: 0) -> RolloutBatch:
+        """Batch `index` with dynamic sampling; seeded by (seed, index, round), so a resumed
+        run draws what an uninterrupted one would. `version()` tells the weights' version
+        when each round starts; the batch keeps the oldest."""
+        t0, rounds, versions = time.perf_counter(), iter(range(10**6)), []
+        base = self.cfg.seed * 1_000_003 + index * 1_009
+        temperature = self.temperature(index)
 
         def draw(n: int) -> list[Group]:
-            return self.rollouts(self.stream.take(n), base + 7 * next(rounds))
+            versions.append(version())
+            return self.rollouts(self.stream.take(n), base + 7 * next(rounds), temperature)
 
         kept, stats = rl_sampling.dynamic_sample(
             draw,
@@ -133,11 +158,18 @@ class GRPOLoop:
             self.cfg.rollout.max_rounds,
             self.cfg.rollout.dynamic_sampling,
         )
-        return [g for g, _ in kept], stats
+        groups, gen_s = [g for g, _ in kept], time.perf_counter() - t0
+        return RolloutBatch(
+            groups, stats, temperature, index, min(versions), self.stream.position, gen_s
+        )
+
+    def next_batch(self) -> RolloutBatch:
+        """The batch to train on now: drawn here, with the current weights (synchronous)."""
+        return self.draw_batch(self.step, lambda: self.step)
 
     # ------------------------------------------------------------ the step
 
-    def batch_tensors(self, groups: list[Group]) -> dict:
+    def batch_tensors(self, groups: list[Group], temperature: float) -> dict:
         """Right-padded prompt+completion ids, completion masks, rewards and advantages."""
         comps = [c for g in groups for c in g.completions]
         scores = [s for g in groups for s in g.scores]
@@ -168,6 +200,7 @@ class GRPOLoop:
         )
         weights = grpo.token_weights(mask, loss.aggregation, self.cfg.rollout.max_new_tokens)
         return dict(
+            temperature=temperature,
             ids=ids,
             attn=attn,
             tokens=tokens,
@@ -183,13 +216,16 @@ class GRPOLoop:
         )
 
     def token_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs (at the sampling temperature) and entropies of completion tokens."""
-        logits = model(input_ids=b["ids"][rows], attention_mask=b["attn"][rows]).logits
-        picked = logits[torch.arange(logits.shape[0])[:, None], b["where"][rows]].float()
-        logp_all = torch.log_softmax(picked / self.temperature(), dim=-1)
-        logp = logp_all.gather(-1, b["tokens"][rows].unsqueeze(-1)).squeeze(-1)
+        """Log-probs (at the batch's sampling temperature) and entropies of completion tokens,
+        on the CPU like the rest of the batch."""
+        dev = next(model.parameters()).device
+        ids, attn = b["ids"][rows].to(dev), b["attn"][rows].to(dev)
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        picked = logits[torch.arange(logits.shape[0])[:, None], b["where"][rows].to(dev)].float()
+        logp_all = torch.log_softmax(picked / b["temperature"], dim=-1)
+        logp = logp_all.gather(-1, b["tokens"][rows].to(dev).unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
-        return logp, entropy
+        return logp.cpu(), entropy.cpu()
 
     def old_logprobs(self, b: dict) -> torch.Tensor | None:
         """Log-probs before any update; None when one update per batch (they equal logp)."""
@@ -212,6 +248,7 @@ class GRPOLoop:
             "clip_frac_low": 0.0,
             "clip_frac_high": 0.0,
             "offpolicy_masked": 0.0,
+            "offpolicy_clipped_frac": 0.0,
             "entropy": 0.0,
         }
         live = b["mask"].sum().clamp(min=1)
@@ -239,6 +276,10 @@ class GRPOLoop:
             for key in ("clip_frac_low", "clip_frac_high"):
                 totals[key] += stats[key] * share.item()
             totals["offpolicy_masked"] += stats["offpolicy_masked"]
+            clipped = offpolicy_clipped(
+                old_rows, b["sampler"][rows], b["mask"][rows], self.cfg.loss
+            )
+            totals["offpolicy_clipped_frac"] += clipped / live.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.optim.max_grad_norm
         )
@@ -248,18 +289,19 @@ class GRPOLoop:
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
-        groups, sampling = self.sample_batch()
-        t_gen = time.perf_counter() - t0
-        metrics = {"step": self.step + 1, "temperature": self.temperature(), **sampling}
-        if not groups:
+        batch = self.next_batch()
+        t_wait = time.perf_counter() - t0
+        metrics = {"step": self.step + 1, "temperature": batch.temperature, **batch.stats}
+        if not batch.groups:
             metrics["skipped"] = True  # every group agreed in every round: nothing to learn
         else:
-            b = self.batch_tensors(groups)
+            b = self.batch_tensors(batch.groups, batch.temperature)
             old = self.old_logprobs(b)
             for _ in range(self.cfg.optim.updates_per_batch):
                 metrics.update(self.update(b, old))
-            metrics.update(self.batch_metrics(groups, b))
-        metrics.update(gen_s=round(t_gen, 4), train_s=round(time.perf_counter() - t0 - t_gen, 4))
+            metrics.update(self.batch_metrics(batch.groups, b))
+        metrics.update(gen_s=round(batch.gen_s, 4), wait_s=round(t_wait, 4),
+                       train_s=round(time.perf_counter() - t0 - t_wait, 4))  # fmt: skip
         self.step += 1
         return metrics
 
@@ -288,18 +330,29 @@ class GRPOLoop:
         state = rl_checkpoint.load_latest(self.work, self.model, self.optimizer, self.scheduler)
         if state is not None:
             self.step, self.stream.position = state["step"], state["position"]
+            self.restore(state.get("extra", {}))
             self.sync_generator()
         return self.step
 
-    def sync_generator(self) -> None:
-        """Push the policy's weights into a separate engine (vLLM); a no-op for transformers."""
-        if hasattr(self.generator, "sync_weights"):
-            self.generator.sync_weights(self.model.state_dict(), self.cfg.rollout.sync_timeout_s)
+    def restore(self, extra: dict) -> None:
+        """Loop state beyond step and prompt position, as `checkpoint_extra` saved it."""
 
-    def checkpoint(self) -> None:
-        rl_checkpoint.save(
-            self.work, self.step, self.model, self.optimizer, self.scheduler, self.stream.position
-        )
+    def checkpoint_extra(self) -> dict:
+        return {}
+
+    def sync_generator(self) -> None:
+        """Push the policy's weights into a separate engine (vLLM, servers); a no-op for
+        transformers, which samples from the policy itself."""
+        timeout = self.cfg.rollout.sync_timeout_s
+        if hasattr(self.generator, "push_weights"):
+            self.generator.push_weights(self.model, self.step, timeout)
+        elif hasattr(self.generator, "sync_weights"):
+            self.generator.sync_weights(self.model.state_dict(), timeout)
+
+    def checkpoint(self, position: int | None = None) -> None:
+        position = self.stream.position if position is None else position
+        rl_checkpoint.save(self.work, self.step, self.model, self.optimizer, self.scheduler,
+                           position, extra=self.checkpoint_extra())  # fmt: skip
 
     def run(self, until: int | None = None, on_step: Callable[[dict], None] = lambda m: None):
         """Train up to step `until` (default: all), checkpointing on the way."""
@@ -314,6 +367,15 @@ class GRPOLoop:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                 self.checkpoint()
         return history
+
+
+def offpolicy_clipped(old_logp, sampler_logp, mask, args) -> float:
+    """Live tokens whose train/sampler ratio the off-policy correction masked (icepop) or
+    capped (tis)."""
+    ratio = torch.exp(old_logp.detach() - sampler_logp)
+    weight, keep = grpo.offpolicy_weights(old_logp.detach(), sampler_logp, args)
+    hit = ~keep if args.offpolicy == "icepop" else weight < ratio
+    return float((hit & (mask > 0)).sum()) if args.offpolicy != "none" else 0.0
 
 
 def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> list[float]:
