@@ -3,10 +3,11 @@
     python llmforge/gen/server_guard.py [--announce FILE --port P] -- CMD ARGS...
 
 vLLM's API server forks an engine process that survives a SIGKILL of the server, so
-neither the kernel's parent-death signal nor killing one pid cleans up. This guard starts
-CMD in a process group of its own and kills that whole group when CMD exits, when the
-guard gets SIGTERM/SIGINT, or when its own parent dies (`PR_SET_PDEATHSIG`, plus a poll of
-the parent pid for the race at start-up). With `--announce`, it writes
+killing one pid does not clean up. This guard starts CMD in a process group of its own and
+kills that whole group when CMD exits, when the guard gets SIGTERM/SIGINT, or when the
+process that started the guard dies (it polls its parent pid twice a second; the kernel's
+`PR_SET_PDEATHSIG` would fire when the starting *thread* ends, and servers are restarted
+from worker threads). With `--announce`, it writes
 `http://HOST:PORT` to FILE once the server answers `/health`: how a server in a Slurm job
 tells the trainer where it is. Standard library only; nothing fits this from a library
 (subprocess has no parent-death hook, and a process group is the only handle that reaches
@@ -16,7 +17,6 @@ vLLM's engine process).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import socket
@@ -24,16 +24,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when our parent exits (Linux; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def healthy(port: int) -> bool:
@@ -66,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     parent = os.getppid()
-    die_with_parent()
     child = subprocess.Popen(command, start_new_session=True)
     print(f"server_guard: started pid {child.pid}", file=sys.stderr, flush=True)
     stop = []

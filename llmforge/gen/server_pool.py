@@ -85,7 +85,7 @@ class ServerPool:
                     f"{error}; {story}\nRerun the same command to resume from the last checkpoint."
                 ) from error
             self.restarts_left -= 1
-            log.warning(f"vLLM server {client.url} died ({error.reason}); restarting it")
+            log.warn(f"vLLM server {client.url} died ({error.reason}); restarting it")
             server.stop()
             server.start()
             server.wait_healthy(client)

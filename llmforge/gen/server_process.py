@@ -83,7 +83,7 @@ class LocalServer:
                     f"vLLM server {self.url} did not answer /health within "
                     f"{self.startup_timeout_s:.0f} s; last log lines:\n{log_tail(self.log_path)}"
                 )
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -149,8 +149,9 @@ class SlurmServers:
                 raise RunFailed(f"the vLLM server job {self.jobid()} ended; see {self.dir}")
             if time.monotonic() > deadline:
                 raise RunFailed(
-                    f"{len(found)} of {self.count} vLLM servers of job {self.jobid()} came up "
-                    f"within {self.startup_timeout_s:.0f} s; see the logs in {self.dir}"
+                    f"{len(found)} of {self.count} vLLM servers of job {self.jobid()} (now "
+                    f"{self._state(self.jobid())}) came up within {self.startup_timeout_s:.0f} s;"
+                    f" see the logs in {self.dir}"
                 )
             time.sleep(2.0)
         return [p.read_text().strip() for p in found]

@@ -82,7 +82,7 @@ class AsyncGRPOLoop(GRPOLoop):
             if lag <= self.lag_bound:
                 break
             dropped += 1
-            log.warning(
+            log.warn(
                 f"dropped rollout batch {item.index}: {lag} steps old (bound {self.lag_bound})"
             )
         self.dropped += dropped
