@@ -112,9 +112,10 @@ class ServerClient:
     def version(self, timeout_s: float | None = None) -> str:
         return self.call("GET", "/weight_info", timeout_s)["weight_version"]
 
-    def abort_all(self, timeout_s: float = 30.0) -> None:
-        """Drop every request the server is running (a killed trainer's leftovers)."""
+    def reset(self, timeout_s: float = 30.0) -> None:
+        """Undo what a killed trainer may have left: requests still running, a pause."""
         self.call("POST", "/abort_requests", timeout_s, json={})
+        self.call("POST", "/resume", timeout_s)
 
     def check_ready(self) -> None:
         """Fail early, saying how to fix it, when the server lacks the RL routes or returns

@@ -157,8 +157,8 @@ def open_pool(args, model_path: Path, tokenizer, work: Path, sync_timeout_s: flo
         for server, client in zip(servers, clients):
             server.wait_healthy(client)
         for client in clients:
+            client.reset()  # a killed trainer may have left it paused mid-sync
             client.check_ready()
-            client.abort_all()  # leftovers of a killed trainer
         sync = _weight_sync(args, clients, work, sync_timeout_s)
     except BaseException:
         for s in servers:

@@ -26,7 +26,10 @@ import queue
 import threading
 
 from llmforge import log
+from llmforge.errors import RunFailed
 from llmforge.post.rl_loop import GRPOLoop, RolloutBatch
+
+MAX_DROPS_IN_A_ROW = 8
 
 
 class AsyncGRPOLoop(GRPOLoop):
@@ -82,6 +85,12 @@ class AsyncGRPOLoop(GRPOLoop):
             if lag <= self.lag_bound:
                 break
             dropped += 1
+            if dropped > MAX_DROPS_IN_A_ROW:
+                raise RunFailed(
+                    f"{dropped} rollout batches in a row were more than {self.lag_bound} steps "
+                    f"old (the servers serve weights {item.version}, the trainer is at step "
+                    f"{self.step}): are the weight syncs reaching the servers?"
+                )
             log.warn(
                 f"dropped rollout batch {item.index}: {lag} steps old (bound {self.lag_bound})"
             )
