@@ -27,7 +27,7 @@ import threading
 
 from llmforge import log
 from llmforge.errors import RunFailed
-from llmforge.post.rl_loop import GRPOLoop, RolloutBatch
+from llmforge.post.rl_loop import GRPOLoop, PromptStream, RolloutBatch
 
 MAX_DROPS_IN_A_ROW = 8
 
@@ -49,22 +49,34 @@ class AsyncGRPOLoop(GRPOLoop):
     # ------------------------------------------------------------ producer
 
     def start_producer(self) -> None:
+        """A fresh producer from the consumed position, with its own prompt stream, queue,
+        slots and stop flag, so a straggler from an earlier run can never feed this one."""
         self.stream.position = self.position_done
-        self._producer = threading.Thread(target=self._produce, name="rollouts", daemon=True)
+        self._queue, self._stop = queue.Queue(), threading.Event()
+        self._slots = threading.Semaphore(self.lag_bound)
+        self._producer = threading.Thread(
+            target=self._produce, args=(self._queue, self._slots, self._stop, self.consumed),
+            name="rollouts", daemon=True,
+        )  # fmt: skip
         self._producer.start()
 
-    def _produce(self) -> None:
-        index = self.consumed
+    def _produce(self, out: queue.Queue, slots: threading.Semaphore, stop: threading.Event,
+                 index: int) -> None:  # fmt: skip
+        stream = PromptStream(self.stream.rows, self.stream.seed, self.position_done)
         try:
-            while not self._stop.is_set():
-                if not self._slots.acquire(timeout=0.2):
+            while not stop.is_set():
+                if not slots.acquire(timeout=0.2):
                     continue
-                self._queue.put(self.draw_batch(index, lambda: self.generator.version))
+                batch = self.draw_batch(index, lambda: self.generator.version, stream)
+                if stop.is_set():
+                    return
+                out.put(batch)
                 index += 1
         except BaseException as e:  # handed to the trainer, which raises it
-            self._queue.put(e)
+            out.put(e)
 
     def stop_producer(self) -> None:
+        """Stop sampling; a batch in flight finishes (its requests have deadlines) unseen."""
         self._stop.set()
         if self._producer is not None:
             self._producer.join(timeout=5.0)

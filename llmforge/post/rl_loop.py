@@ -139,17 +139,20 @@ class GRPOLoop:
             g.scores = scores[i * size : (i + 1) * size]
         return [[s.value for s in g.scores] for g in groups]
 
-    def draw_batch(self, index: int, version: Callable[[], int] = lambda: 0) -> RolloutBatch:
-        """Batch `index` with dynamic sampling; seeded by (seed, index, round), so a resumed
-        run draws what an uninterrupted one would. `version()` tells the weights' version
-        when each round starts; the batch keeps the oldest."""
+    def draw_batch(self, index: int, version: Callable[[], int] = lambda: 0,
+                   stream: PromptStream | None = None) -> RolloutBatch:  # fmt: skip
+        """Batch `index` with dynamic sampling, from `stream` (default: the loop's); seeded by
+        (seed, index, round), so a resumed run draws what an uninterrupted one would.
+        `version()` tells the weights' version as each round starts; the batch keeps the
+        oldest."""
+        stream = stream or self.stream
         t0, rounds, versions = time.perf_counter(), iter(range(10**6)), []
         base = self.cfg.seed * 1_000_003 + index * 1_009
         temperature = self.temperature(index)
 
         def draw(n: int) -> list[Group]:
             versions.append(version())
-            return self.rollouts(self.stream.take(n), base + 7 * next(rounds), temperature)
+            return self.rollouts(stream.take(n), base + 7 * next(rounds), temperature)
 
         kept, stats = rl_sampling.dynamic_sample(
             draw,
@@ -160,7 +163,7 @@ class GRPOLoop:
         )
         groups, gen_s = [g for g, _ in kept], time.perf_counter() - t0
         return RolloutBatch(
-            groups, stats, temperature, index, min(versions), self.stream.position, gen_s
+            groups, stats, temperature, index, min(versions), stream.position, gen_s
         )
 
     def next_batch(self) -> RolloutBatch:
