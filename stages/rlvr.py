@@ -142,6 +142,20 @@ def summarize(history: list[dict], seconds: float) -> dict:
         "tokens": sum(m.get("tokens", 0) for m in history),
         "train_seconds": round(seconds, 3),
         "generation_fraction": round(gen / total, 4) if total else None,
+        **async_summary(history),
+    }
+
+
+def async_summary(history: list[dict]) -> dict:
+    """Off-policy lag, dropped batches and the trainer's idle share of an asynchronous run."""
+    if not any("off_policy_lag" in m for m in history):
+        return {}
+    wait = sum(m.get("wait_s", 0.0) for m in history)
+    busy = wait + sum(m["train_s"] for m in history)
+    return {
+        "max_off_policy_lag": max(m.get("off_policy_lag", 0) for m in history),
+        "stale_dropped": sum(m.get("stale_dropped", 0) for m in history),
+        "rollout_wait_fraction": round(wait / busy, 4) if busy else None,
     }
 
 

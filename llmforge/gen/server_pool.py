@@ -15,6 +15,7 @@ the last checkpoint. `open_pool` starts or connects the servers a `ServerArgs` d
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,11 +101,22 @@ class ServerPool:
             self.sync.load([client], self.version, self.sync_timeout_s)
 
     def push_weights(self, model, version: int, timeout_s: float) -> None:
-        """Make every server serve `model`'s weights, tagged `version`."""
-        if isinstance(self.sync, DiskSync):
-            self.sync.push(self.clients, model.state_dict(), version, timeout_s)
-        else:
-            self.sync.push(self.clients, model, version, timeout_s)
+        """Make every server serve `model`'s weights, tagged `version`; a server rlvr started
+        that dies during the sync is restarted and given them (restarts allowing)."""
+        try:
+            if isinstance(self.sync, DiskSync):
+                self.sync.push(self.clients, model.state_dict(), version, timeout_s)
+            else:
+                self.sync.push(self.clients, model, version, timeout_s)
+        except RunFailed as e:
+            dead = [i for i, c in enumerate(self.clients) if not c.healthy()]
+            if not dead or not isinstance(self.sync, DiskSync) or self.sync.latest is None:
+                raise
+            self.version = version  # what a restarted server must load
+            for i in dead:  # a restarted server loads the new weights itself
+                self.recover(i, ServerDown(self.clients[i].url, f"during the weight sync: {e}"))
+            if others := [c for i, c in enumerate(self.clients) if i not in dead]:
+                self.sync.load(others, version, timeout_s)
         self.version = version
 
     def healthy(self) -> bool:
@@ -156,6 +168,8 @@ def open_pool(args, model_path: Path, tokenizer, work: Path, sync_timeout_s: flo
             server.start()
         for server, client in zip(servers, clients):
             server.wait_healthy(client)
+        if args.urls:
+            wait_for(clients, args.startup_timeout_s)
         for client in clients:
             client.reset()  # a killed trainer may have left it paused mid-sync
             client.check_ready()
@@ -169,6 +183,17 @@ def open_pool(args, model_path: Path, tokenizer, work: Path, sync_timeout_s: flo
     log.info(f"rollouts from {len(clients)} vLLM server(s): {', '.join(urls)}")
     return ServerPool(clients, tokenizer, sync, servers or None, args.restarts if servers else 0,
                       job, sync_timeout_s)  # fmt: skip
+
+
+def wait_for(clients: list[ServerClient], timeout_s: float) -> None:
+    """Wait until every named server answers /health (they may be starting beside us)."""
+    deadline = time.monotonic() + timeout_s
+    for client in clients:
+        while not client.healthy():
+            if time.monotonic() > deadline:
+                raise RunFailed(f"vLLM server {client.url} did not answer /health within "
+                                f"{timeout_s:.0f} s (rollout.servers.startup_timeout_s)")  # fmt: skip
+            time.sleep(2.0)
 
 
 def _weight_sync(args, clients: list[ServerClient], work: Path, timeout_s: float):

@@ -103,6 +103,22 @@ def test_dead_server_is_restarted_then_reported(tmp_path, tokenizer):
         server.stop()
 
 
+def test_server_that_dies_during_a_sync_is_restarted_with_the_new_weights(tmp_path, tokenizer):
+    import torch
+
+    server = fake_server(tmp_path, 0)
+    try:
+        pool = ServerPool([started(server)], tokenizer, DiskSync(tmp_path / "w"), [server], 1)
+        os.kill(pids_in_log(server.log_path, "server_guard: started pid")[0], signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        pool.push_weights(torch.nn.Linear(2, 2), version=5, timeout_s=10)
+        state = pool.clients[0].call("GET", "/state")  # the restarted server's
+        assert state["version"] == "5" and state["reloads"] == [str(pool.sync.latest.resolve())]
+        assert pool.version == 5 and pool.restarts_left == 0
+    finally:
+        server.stop()
+
+
 def test_guard_kills_the_server_group_when_its_parent_is_killed(tmp_path):
     port, log = free_port(), tmp_path / "guard.log"
     guard = [*GUARD, "--", sys.executable, str(FAKE), "--port", str(port), "--fork-child"]
