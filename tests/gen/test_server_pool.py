@@ -86,7 +86,7 @@ def test_dead_server_is_restarted_then_reported(tmp_path, tokenizer):
     try:
         pool = ServerPool([started(server)], tokenizer, DiskSync(tmp_path / "w"), [server], 1)
         pool.version = 4
-        first, engine = pids_in_log(server.log_path, "server_guard: started pid")[0], None
+        first = pids_in_log(server.log_path, "server_guard: started pid")[0]
         engine = pids_in_log(server.log_path, "fake_vllm: child pid")[0]
         os.kill(first, signal.SIGKILL)
         assert gone(engine), "the guard left the server's child process running"
@@ -96,7 +96,7 @@ def test_dead_server_is_restarted_then_reported(tmp_path, tokenizer):
         second = pids_in_log(server.log_path, "server_guard: started pid")[-1]
         assert second != first
         os.kill(second, signal.SIGKILL)
-        gone(second)
+        server.proc.wait(timeout=10)  # the guard has seen the server die
         with pytest.raises(RunFailed, match=r"(?s)not answering.*exited \(code 137\).*Rerun"):
             pool.generate(["a"], n=1)
     finally:
