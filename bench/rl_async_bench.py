@@ -121,10 +121,15 @@ def run_modes(args, path: Path, work: Path, rows: list[dict]) -> list[tuple[str,
 
 
 def skip_reason(args) -> str | None:
-    if not Path(args.vllm_python).exists():
-        return f"no vLLM python at {args.vllm_python}"
+    import subprocess
+
     if args.gpu and not __import__("torch").cuda.is_available():
         return "--gpu without CUDA"
+    if not Path(args.vllm_python).exists():
+        return f"no vLLM python at {args.vllm_python}"
+    probe = [args.vllm_python, "-c", "import vllm"]
+    if subprocess.run(probe, capture_output=True, timeout=300).returncode != 0:
+        return f"{args.vllm_python} cannot import vllm (pass --vllm-python)"
     return None
 
 

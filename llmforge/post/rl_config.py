@@ -59,7 +59,7 @@ class ServerArgs:
     """vLLM servers of `backend: servers`: running ones named by URL, or started by rlvr."""
 
     urls: list[str] = param(
-        [], "running servers to use, e.g. [http://node7:8000]; empty: rlvr starts `count`"
+        [], "running servers to use (URLs such as http://node7:8000); empty: rlvr starts `count`"
     )
     launch: Literal["local", "slurm"] = param(
         "local", "where rlvr starts servers: local subprocesses, or a Slurm job of their own"

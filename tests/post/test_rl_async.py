@@ -173,3 +173,20 @@ def test_importance_weights_match_a_hand_computation(policy, prompts, tmp_path, 
     assert live == b["mask"].sum() and 0 < hit < live
     assert metrics["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert metrics["offpolicy_clipped_frac"] == pytest.approx(hit / live)
+
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [
+        (["rollout.max_off_policy_steps=1"], "rollout.max_off_policy_steps"),
+        (["rollout.servers.urls=[node7:8000]"], "rollout.servers.urls"),
+        (["rollout.servers.concurrency=0"], "rollout.servers.concurrency"),
+    ],
+)
+def test_bad_server_settings_name_the_key(sets, key):
+    from llmforge.config import load
+    from llmforge.errors import ConfigError
+    from llmforge.post.rl_config import RLConfig
+
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        load(RLConfig, None, sets)
