@@ -84,12 +84,14 @@ def pending_job(path: Path) -> str | None:
     return None
 
 
-def _header(cfg: SlurmConfig, name: str, logs: Path, array: str | None = None) -> list[str]:
+def _header(
+    cfg: SlurmConfig, name: str, logs: Path, array: str | None = None, tasks_per_node: int = 1
+) -> list[str]:
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={cfg.job_name or name}",
         f"#SBATCH --nodes={cfg.nodes}",
-        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --ntasks-per-node={tasks_per_node}",
         f"#SBATCH --cpus-per-task={cfg.cpus_per_task}",
         f"#SBATCH --time={cfg.time}",
         f"#SBATCH --output={logs}/slurm-%j.out"
@@ -192,6 +194,22 @@ def render_array(
     )
     requeue = 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; exit 0'
     lines.append(_BODY.format(launch=launch, requeue=requeue if cfg.requeue else "exit 1"))
+    return "\n".join(lines) + "\n"
+
+
+def render_service(cfg: SlurmConfig, name: str, task: str, logs: Path, cwd: Path) -> str:
+    """A job running the shell line `task` once per process slot (`procs_per_node` on each
+    node), for services such as inference servers. It has no requeue trap: whoever uses
+    the service decides what happens when it goes away. `$SLURM_PROCID` and
+    `$SLURM_LOCALID` tell the tasks apart; GPUs are split evenly between a node's tasks."""
+    lines = _header(cfg, name, logs, tasks_per_node=cfg.nprocs)
+    lines = [ln for ln in lines if "--requeue" not in ln and "--signal=" not in ln]
+    lines += ["set -uo pipefail", f"cd {shlex.quote(str(cwd))}", *cfg.setup, *_env_lines(cfg)]
+    gpus = f" --gpus-per-task={cfg.gpus_per_node // cfg.nprocs}" if cfg.gpus_per_node else ""
+    lines.append(
+        f"srun --ntasks={cfg.nodes * cfg.nprocs} --ntasks-per-node={cfg.nprocs}{gpus} "
+        f"bash -c {shlex.quote(task)}"
+    )
     return "\n".join(lines) + "\n"
 
 

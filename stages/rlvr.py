@@ -32,12 +32,26 @@ def load_policy(path: Path):
     return distributed.place(model.float().train()), tokenizer
 
 
-def make_generator(cfg: Config, model, tokenizer, path: Path):
+def make_generator(cfg: Config, model, tokenizer, path: Path, work: Path):
     from llmforge.gen import TransformersGenerator, VLLMGenerator
 
     if cfg.rollout.backend == "vllm":
         return VLLMGenerator(path, seed=cfg.seed)
+    if cfg.rollout.backend == "servers":
+        from llmforge.gen.server_pool import open_pool
+
+        return open_pool(cfg.rollout.servers, path, tokenizer, work, cfg.rollout.sync_timeout_s)
     return TransformersGenerator(model, tokenizer, batch_size=cfg.rollout.gen_batch_size)
+
+
+def make_loop(cfg: Config, model, tokenizer, rows: list[dict], out: Run, generator, sink=None):
+    """The synchronous loop, or the asynchronous one when rollouts may lag behind; `sink`
+    takes the metrics (default: the run's metrics.jsonl)."""
+    from llmforge.post.rl_async import AsyncGRPOLoop
+    from llmforge.post.rl_loop import GRPOLoop
+
+    loop = AsyncGRPOLoop if cfg.rollout.max_off_policy_steps > 0 else GRPOLoop
+    return loop(model, tokenizer, rows, cfg, out.work, sink or out.log_metrics, generator)
 
 
 def difficulty_filter(cfg: Config, generator, rows: list[dict], out: Run) -> tuple[list, dict]:
@@ -98,6 +112,8 @@ def train(loop, cfg: Config, out: Run) -> list[dict]:
     if start:
         rl_checkpoint.trim_metrics(out.dir / "metrics.jsonl", start)
         log.info(f"resuming from step {start}")
+    elif cfg.rollout.backend == "servers":
+        loop.sync_generator()  # servers named by URL may hold any weights
     with log.progress("rlvr", total=cfg.steps) as bar:
         bar.advance(start)
 
@@ -128,13 +144,25 @@ def summarize(history: list[dict], seconds: float) -> dict:
         "tokens": sum(m.get("tokens", 0) for m in history),
         "train_seconds": round(seconds, 3),
         "generation_fraction": round(gen / total, 4) if total else None,
+        **async_summary(history),
+    }
+
+
+def async_summary(history: list[dict]) -> dict:
+    """Off-policy lag, dropped batches and the trainer's idle share of an asynchronous run."""
+    if not any("off_policy_lag" in m for m in history):
+        return {}
+    wait = sum(m.get("wait_s", 0.0) for m in history)
+    busy = wait + sum(m["train_s"] for m in history)
+    return {
+        "max_off_policy_lag": max(m.get("off_policy_lag", 0) for m in history),
+        "stale_dropped": sum(m.get("stale_dropped", 0) for m in history),
+        "rollout_wait_fraction": round(wait / busy, 4) if busy else None,
     }
 
 
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     import torch
-
-    from llmforge.post.rl_loop import GRPOLoop
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -142,12 +170,15 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
     rows = assign_modes(rows, cfg.rollout.modes)
     model, tokenizer = load_policy(model_ref.path)
-    generator = make_generator(cfg, model, tokenizer, model_ref.path)
-    rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
-    with tracking.tracked(out) as sink:  # metrics.jsonl, and W&B/TensorBoard if asked
-        loop = GRPOLoop(model, tokenizer, rows, cfg, out.work, sink, generator)
-        t0 = time.time()
-        train(loop, cfg, out)
+    generator = make_generator(cfg, model, tokenizer, model_ref.path, out.work)
+    t0 = time.time()
+    try:
+        rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
+        with tracking.tracked(out) as sink:  # metrics.jsonl, and W&B/TensorBoard if asked
+            train(make_loop(cfg, model, tokenizer, rows, out, generator, sink), cfg, out)
+    finally:
+        if hasattr(generator, "close"):
+            generator.close()
     # Summarise the whole run from metrics.jsonl, so a resumed run reports every step.
     lines = (out.dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     history = [m for m in map(json.loads, lines) if "step" in m]

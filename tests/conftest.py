@@ -91,3 +91,15 @@ def tiny_model(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from tests.fixtures_model import publish_random_llama
 
     return publish_random_llama(tmp_path_factory.mktemp("model") / "model", tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one torch thread (and the CI machine is shared); a module
+    opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

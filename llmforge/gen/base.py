@@ -77,6 +77,24 @@ def render_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> str:
     )
 
 
+def encode_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> list[int]:
+    """Token ids of one prompt; a chat-rendered prompt carries its own special tokens."""
+    text = render_prompt(tokenizer, prompt, **template_kwargs)
+    return tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+
+def to_completion(tokenizer, tokens: list[int], logprobs: list[float], stop_ids,
+                  prompt_ids: list[int]) -> Completion:  # fmt: skip
+    """A `Completion` from sampled ids: cut after the first stop token, text without it."""
+    stop_at = next((i for i, t in enumerate(tokens) if t in stop_ids), None)
+    if stop_at is None:
+        kept, reason, text_ids = tokens, "length", tokens
+    else:
+        kept, reason, text_ids = tokens[: stop_at + 1], "stop", tokens[:stop_at]
+    text = tokenizer.decode(text_ids, skip_special_tokens=False)
+    return Completion(text, list(kept), list(logprobs[: len(kept)]), reason, list(prompt_ids))
+
+
 def stop_token_ids(tokenizer, extra: Sequence[str] = STOP_TOKENS) -> list[int]:
     """eos plus the ids of `extra` stop tokens the vocabulary has."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

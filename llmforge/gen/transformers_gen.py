@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llmforge.gen.base import Completion, Prompt, render_prompt, stop_token_ids
+from llmforge.gen.base import Completion, Prompt, encode_prompt, stop_token_ids, to_completion
 
 
 class TransformersGenerator:
@@ -36,12 +36,7 @@ class TransformersGenerator:
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each prompt (chat-rendered prompts carry their own special tokens)."""
-        out = []
-        for prompt in prompts:
-            text = render_prompt(self.tokenizer, prompt, **self.template_kwargs)
-            chat = not isinstance(prompt, str)
-            out.append(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
-        return out
+        return [encode_prompt(self.tokenizer, p, **self.template_kwargs) for p in prompts]
 
     def generate(
         self,
@@ -106,11 +101,6 @@ class TransformersGenerator:
         return [rows[i : i + n] for i in range(0, len(rows), n)]
 
     def _completion(self, tokens: torch.Tensor, logprobs: torch.Tensor, prompt_ids) -> Completion:
-        tokens = tokens.tolist()
-        stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
-        if stop_at is None:
-            kept, reason, text_ids = tokens, "length", tokens
-        else:
-            kept, reason, text_ids = tokens[: stop_at + 1], "stop", tokens[:stop_at]
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
-        return Completion(text, kept, logprobs[: len(kept)].tolist(), reason, list(prompt_ids))
+        return to_completion(
+            self.tokenizer, tokens.tolist(), logprobs.tolist(), self.stop_ids, prompt_ids
+        )

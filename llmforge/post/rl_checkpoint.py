@@ -1,8 +1,8 @@
 """Resumable RL checkpoints in the run's work directory.
 
 A checkpoint is a directory `ckpt-STEP/` holding the model (safetensors, shared tensors
-handled), the optimizer and LR-schedule state, the RNG states, and `state.json` (step and
-prompt-stream position). It is written under a temporary name and renamed into place, so
+handled), the optimizer and LR-schedule state, the RNG states, and `state.json` (step,
+prompt-stream position and the loop's `extra` state, e.g. the async loop's batch count). It is written under a temporary name and renamed into place, so
 a crash mid-write never leaves a checkpoint that looks complete. The newest two are kept.
 """
 
@@ -19,7 +19,8 @@ from safetensors.torch import load_model, save_model
 _PREFIX = "ckpt-"
 
 
-def save(work: Path, step: int, model, optimizer, scheduler, position: int, keep: int = 2):
+def save(work: Path, step: int, model, optimizer, scheduler, position: int, keep: int = 2,
+         extra: dict | None = None):  # fmt: skip
     """Write checkpoint `step` atomically and prune older ones."""
     final = Path(work) / f"{_PREFIX}{step:07d}"
     tmp = final.with_name(final.name + ".tmp")
@@ -34,7 +35,8 @@ def save(work: Path, step: int, model, optimizer, scheduler, position: int, keep
         },
         tmp / "trainer.pt",
     )
-    state = {"step": step, "position": position, "python_rng": _jsonable(random.getstate())}
+    state = {"step": step, "position": position, "extra": extra or {},
+             "python_rng": _jsonable(random.getstate())}  # fmt: skip
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

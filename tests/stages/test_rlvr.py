@@ -18,13 +18,7 @@ class TheShare(Reward):
         return Score(sum(w == "the" for w in words) / max(len(words), 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the CI machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SETS = [
@@ -105,14 +99,23 @@ def test_policy_is_placed_on_the_device_of_this_rank(tiny_model, monkeypatch):
 
 
 def test_training_batch_follows_the_policy_device(tiny_model, prompts, tmp_path):
-    from tests.device_probe import ClaimsDevice
+    """The batch is built on the CPU; what the policy is called with must be on its device."""
+    from tests.device_probe import ClaimsDevice, lazy_device
+
+    class Probe(ClaimsDevice):  # its logits live on the device it claims, as a GPU model's do
+        def forward(self, **inputs):
+            out = super().forward(**inputs)
+            out.logits = out.logits.to(lazy_device())
+            return out
 
     loop = _loop(tiny_model, prompts, tmp_path)
-    groups, _ = loop.sample_batch()
-    assert groups, "no informative groups to build a batch from"
-    loop.model = ClaimsDevice(loop.model)
-    batch = loop.batch_tensors(groups)
-    assert {t.device.type for t in batch.values()} == {"lazy"}
+    drawn = loop.next_batch()
+    assert drawn.groups, "no informative groups to build a batch from"
+    batch = loop.batch_tensors(drawn.groups, drawn.temperature)
+    probe = Probe(loop.model)
+    logp, _ = loop.token_logprobs(probe, batch, slice(0, 2))
+    assert probe.seen and set(probe.seen) == {"lazy"}
+    assert logp.device.type == "cpu"  # back with the rest of the batch for the loss
 
 
 def test_resume_equals_uninterrupted_run(tiny_model, prompts, tmp_path):
