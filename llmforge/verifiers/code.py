@@ -186,9 +186,7 @@ class CodeTests(Reward):
             names = functions_under_test(program, sample)
             if names is not None:
                 jobs.append((i, program, judge_job(sample, names)))
-        results = sandbox.parallel(
-            lambda j: run_test(j[1], j[2], self.limits), jobs, self.workers
-        )
+        results = sandbox.parallel(lambda j: run_test(j[1], j[2], self.limits), jobs, self.workers)
         for (i, _, _), result in zip(jobs, results, strict=True):
             scores[i] = Score(1.0 if result.passed else 0.0, parseable=True)
         return scores
