@@ -285,12 +285,9 @@ def run_python(code: str, limits: Limits = Limits(), stdin: str | None = None) -
         base = Path(tmp)
         (base / "main").mkdir()
         (base / "main" / "main.py").write_text(code, encoding="utf-8")
-        run = launch(_RUN_MAIN, base, "main", limits, stdin=subprocess.PIPE)
-        try:
-            run.proc.stdin.write((stdin or "").encode())
-            run.proc.stdin.close()
-        except BrokenPipeError:
-            pass
+        (base / "stdin").write_text(stdin or "", encoding="utf-8")  # a file: no pipe to block on
+        with open(base / "stdin", "rb") as given:
+            run = launch(_RUN_MAIN, base, "main", limits, stdin=given.fileno())
         returncode, timed_out = run.finish(run.started + limits.wall_s)
         stdout, stderr = run.output()
     status = _verdict(returncode, stderr, timed_out)

@@ -41,15 +41,19 @@ class Broken(BaseException):
 # ---------------------------------------------------------------- values on the wire
 
 
+def scalar(value):
+    """None or an exact bool, int, float or str (`is` checks: no metaclass gets a say)."""
+    kind = type(value)
+    return value is None or kind is bool or kind is int or kind is float or kind is str
+
+
 def encode(value, depth=0):
     """`value` as JSON-able data; Unplain unless every part is an exact built-in type."""
     kind = type(value)
     if depth > MAX_DEPTH:
         raise Unplain("the value is nested too deeply")
-    if value is None or kind is bool or kind is int or kind is float or kind is str:
-        return value
-    if kind is list:
-        return [encode(v, depth + 1) for v in value]
+    if scalar(value) or kind is list:
+        return value if kind is not list else [encode(v, depth + 1) for v in value]
     if kind is tuple or kind is set or kind is frozenset:
         return {kind.__name__: [encode(v, depth + 1) for v in value]}
     if kind is dict:
@@ -66,10 +70,8 @@ def decode(data, depth=0):
     kind = type(data)
     if depth > MAX_DEPTH:
         raise ValueError("nested too deeply")
-    if data is None or kind is bool or kind is int or kind is float or kind is str:
-        return data
-    if kind is list:
-        return [decode(v, depth + 1) for v in data]
+    if scalar(data) or kind is list:
+        return data if kind is not list else [decode(v, depth + 1) for v in data]
     if kind is not dict or len(data) != 1:
         raise ValueError("malformed value")
     ((tag, body),) = data.items()

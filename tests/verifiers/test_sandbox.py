@@ -195,3 +195,9 @@ def test_device_nodes_and_links_out_are_refused(tmp_path, mode):
     assert run_python(code).status == "failed"
     link = f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('gone')\n"
     assert run_python(link).status == "failed" and victim.read_text() == "keep"
+
+
+def test_stdin_reaches_the_program_and_a_big_unread_stdin_cannot_block():
+    assert run_python("print(input()[::-1])", stdin="abc\n").stdout == "cba\n"
+    result = run_python("pass", Limits(wall_s=5), stdin="x" * (1 << 20))
+    assert result.passed and result.duration_s < 5
