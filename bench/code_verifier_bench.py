@@ -43,7 +43,11 @@ def main() -> None:
     )
     ours = time.perf_counter() - t0
     programs = [
-        p["prompt"] + p["canonical_solution"] + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+        p["prompt"]
+        + p["canonical_solution"]
+        + "\n\n"
+        + p["test"]
+        + f"\ncheck({p['entry_point']})\n"
         for p in problems
     ]
     t0 = time.perf_counter()
