@@ -65,19 +65,52 @@ def hash_tree(path: Path) -> str:
     return h.hexdigest()
 
 
-def compute_id(stage: str, config: dict, inputs: Iterable[tuple[str, str]]) -> str:
-    """Deterministic artifact id from (stage, resolved config, input ids, llmforge version)."""
+def compute_id(
+    stage: str, config: dict, inputs: Iterable[tuple[str, str]], version: str | None = None
+) -> str:
+    """Deterministic artifact id from (stage, resolved config, input ids, llmforge version).
+
+    `version` defaults to this llmforge's; `check_id` passes the one a manifest recorded.
+    """
     blob = json.dumps(
         {
             "stage": stage,
             "config": config,
             "inputs": sorted([list(pair) for pair in inputs]),
-            "version": llmforge.__version__,
+            "version": llmforge.__version__ if version is None else version,
         },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def content_hash(files: dict) -> str:
+    """Hash of a manifest's file table: part of a nested artifact's id (`write_nested`)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def id_problem(manifest: dict) -> str | None:
+    """Why the manifest's id does not follow from what it records (None when it does).
+
+    The id is recomputed from the recorded stage, config, input (role, id) pairs and
+    llmforge version (plus the file table for an artifact nested in another run), so a
+    manifest whose config, inputs, stage or version was edited by hand no longer matches.
+    """
+    try:
+        stage, config = manifest["stage"], manifest["config"]
+        pairs = [(i["role"], i["id"]) for i in manifest["inputs"]]
+        version = manifest["code"]["version"]
+        nested = {**config, "_content": content_hash(manifest["files"])}
+        expected = [compute_id(stage, c, pairs, version) for c in (config, nested)]
+    except (KeyError, TypeError, ValueError) as e:
+        return f"the manifest lacks what its id is computed from ({type(e).__name__}: {e})"
+    if manifest["id"] in expected:
+        return None
+    return (
+        f"id {manifest['id']} does not match the manifest's stage, config, inputs and "
+        f"version (they give {expected[0]}): the manifest was edited"
+    )
 
 
 # ---------------------------------------------------------------- references to inputs
@@ -112,7 +145,7 @@ def read_manifest(path: str | Path) -> dict:
         )
         raise BadInput(f"not an artifact: no {MANIFEST}{hint}", path=str(path))
     try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        manifest = json.loads(mf.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInput(f"corrupt manifest: {e}", path=str(mf)) from None
     for key in ("kind", "id", "files", "schema"):
@@ -122,9 +155,12 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def open_artifact(path: str | Path, kinds: Iterable[str] | None = None, role: str = "") -> Ref:
-    """Open a published artifact, checking its kind and that every payload file is there."""
+    """Open a published artifact, checking its id, its kind and that every payload file is
+    there with its recorded size (`verify` rehashes the bytes too)."""
     path = Path(path)
     manifest = read_manifest(path)
+    if problem := id_problem(manifest):
+        raise BadInput(f"forged or corrupt manifest: {problem}", path=str(path / MANIFEST))
     kinds = tuple(kinds or ())
     if kinds and manifest["kind"] not in kinds:
         want = " or ".join(kinds)
@@ -155,10 +191,12 @@ def open_input(path: str | Path, kinds: Iterable[str], role: str = "") -> Ref:
 
 
 def verify(path: str | Path) -> list[str]:
-    """Rehash every payload file; return a list of problems (empty means intact)."""
+    """Check the manifest against its id and rehash every payload file; return a list of
+    problems (empty means intact)."""
     path = Path(path)
     manifest = read_manifest(path)
-    problems, to_hash = [], []
+    problems = [f"{MANIFEST}: {p}" for p in [id_problem(manifest)] if p]
+    to_hash = []
     for rel, info in sorted(manifest["files"].items()):
         f = path / rel
         if not f.is_file():
@@ -452,7 +490,7 @@ def write_nested(
     Its id hashes the content as well as the config, since it is made inside another run.
     """
     files = file_table(root)
-    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    content = content_hash(files)
     art_id = compute_id(stage, {**config, "_content": content}, [(r.role, r.id) for r in inputs])
     manifest = {
         "schema": SCHEMA,

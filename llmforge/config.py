@@ -58,7 +58,7 @@ def read_yaml(path: str | Path) -> tuple[dict, dict[str, int]]:
     """Read a YAML mapping with `safe_load` semantics, plus the line of every key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is dropped
     except FileNotFoundError:
         raise BadInput("config file not found", path=str(path)) from None
     except UnicodeDecodeError as e:

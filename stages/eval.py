@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmforge import log
+from llmforge import log, sandbox
 from llmforge.errors import BadInput
 from llmforge.eval import generative, pipeline, report, suite
 from llmforge.eval.config import BUILTINS, Config, build_plan
@@ -56,14 +56,15 @@ def run(cfg: Config, inputs: Inputs, out) -> dict:
         )
     if plan.harness.tasks and inputs.get("harness") is None:
         log.warn("harness.tasks without harness=DIR: lm-eval will need to reach the hub")
-    results: dict = {"models": {}, "config": {"sampling": vars(plan.sampling)}}
+    wall = sandbox.isolation()  # the code verifier's wall; recorded with the results
+    results: dict = {"models": {}, "config": {"sampling": vars(plan.sampling), "sandbox": wall}}
     for label, ref in zip(_labels(models), models):
         log.info(f"evaluating {label}")
         results["models"][label] = suite.evaluate_model(
             ref.path, ref.manifest or {}, plan, out.dir / "samples" / label
         )
     (out.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    metrics = _metrics(results)
+    metrics = {**_metrics(results), "sandbox": wall}
     if cfg.report:
         rows = report.merge(_report_rows(inputs, out.dir / "results.json"))
         found = pipeline.verdicts(rows)

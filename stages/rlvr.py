@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from llmforge import distributed, log
+from llmforge import distributed, log, sandbox
 from llmforge.artifact import Run
 from llmforge.errors import RunFailed
 from llmforge.post.rl_config import RLConfig
@@ -166,6 +166,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    wall = sandbox.isolation()  # before any work: LLMFORGE_SANDBOX=bwrap may be unmet
     model_ref = inputs.one("model")
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
     rows = assign_modes(rows, cfg.rollout.modes)
@@ -183,7 +184,8 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     lines = (out.dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     history = [m for m in map(json.loads, lines) if "step" in m]
     publish_model(model, tokenizer, model_ref.path, out.dir, LoraArgs())  # full fine-tuning
-    return {"prompts": len(rows), **filter_metrics, **summarize(history, time.time() - t0)}
+    summary = summarize(history, time.time() - t0)
+    return {"prompts": len(rows), **filter_metrics, **summary, "sandbox": wall}
 
 
 STAGE = Stage(

@@ -84,7 +84,8 @@ def _grow(tree: Tree, node: dict) -> None:
 
 
 def verify(paths: Annotated[list[Path], typer.Argument(help="artifact directories")]) -> None:
-    """Rehash every payload file and compare with the manifest. Exit 2 on any mismatch."""
+    """Check each manifest against its own id and rehash every payload file. Exit 2 on any
+    mismatch (an edited manifest, a changed, missing or unlisted file)."""
 
     def body() -> None:
         bad = 0

@@ -181,3 +181,59 @@ def test_hash_files_streams_several_files_at_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(artifact, "sha256_file", meeting)
     assert artifact.hash_files(files[:2], workers=2) == expected[:2]
+
+
+def _edit_manifest(out: Path, edit) -> None:
+    mf = out / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    edit(manifest)
+    mf.write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["config"].update(seconds=5.0),
+        lambda m: m.update(stage="pretrain"),
+        lambda m: m["inputs"][0].update(id="raw-0123456789abcdef0123"),
+        lambda m: m["code"].update(version="0.0.1"),
+        lambda m: m.pop("config"),
+    ],
+    ids=["config", "stage", "input id", "version", "no config"],
+)
+def test_a_hand_edited_manifest_fails_verify_and_is_refused_as_input(tmp_path, edit):
+    raw = tmp_path / "raw.txt"
+    raw.write_text("hello")
+    first = execute(SLOW, [str(raw)], sets=["seconds=0"], out=tmp_path / "first")
+    assert artifact.id_problem(artifact.read_manifest(first)) is None
+    _edit_manifest(first, edit)
+    problems = artifact.verify(first)
+    assert len(problems) == 1 and problems[0].startswith("manifest.json: ")
+    with pytest.raises(BadInput, match="forged or corrupt manifest") as err:
+        execute(SLOW, [str(first)], sets=["seconds=0"], out=tmp_path / "second")
+    assert err.value.path == str(first / "manifest.json")
+    assert not (tmp_path / "second").exists() and not (tmp_path / "second.partial").exists()
+
+
+def test_verify_command_exits_2_on_an_edited_manifest(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages.app import app
+
+    out = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "a")
+    assert CliRunner().invoke(app, ["verify", str(out)]).exit_code == 0
+    _edit_manifest(out, lambda m: m["config"].update(seconds=1.0))
+    result = CliRunner().invoke(app, ["verify", str(out)])
+    assert result.exit_code != 0 and "does not match" in result.output
+
+
+def test_a_nested_artifact_id_checks_out(tmp_path):
+    root = tmp_path / "nested"
+    root.mkdir()
+    (root / "tokenizer.json").write_text("{}")
+    art_id = artifact.write_nested(root, "tokenizer", "tokenize", {"vocab": 8}, [], {})
+    manifest = artifact.read_manifest(root)
+    assert manifest["id"] == art_id and artifact.id_problem(manifest) is None
+    (root / "tokenizer.json").write_text('{"changed": 1}')
+    _edit_manifest(root, lambda m: m.update(files=artifact.file_table(root)))
+    assert "does not match" in artifact.id_problem(artifact.read_manifest(root))

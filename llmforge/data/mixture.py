@@ -46,9 +46,11 @@ def read_mixture(path: str | Path) -> dict[str, float]:
     path = Path(path)
     file = path / MIXTURE_FILE if path.is_dir() else path
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise BadInput(f"no {MIXTURE_FILE}", path=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(file)) from None
     except json.JSONDecodeError as e:
         raise BadInput(f"invalid JSON: {e.msg}", path=str(file), line=e.lineno) from None
     weights = data.get("weights") if isinstance(data, dict) else None

@@ -1,13 +1,14 @@
-"""Reading raw documents: jsonl, jsonl.gz, parquet, or a folder of text files.
+"""Reading raw documents: jsonl (plain, .gz, .bz2, .xz, .zst), parquet, or text files.
 
 Every document comes out as a `Doc(id, text, domain)`. Bad input raises `BadInput` naming
 the file and line, unless `skip_bad_lines` is on: then the bad line is counted and written
-to a rejects file, and reading goes on.
+to a rejects file, and reading goes on. A truncated or corrupt file (a compressed stream
+that breaks off, a parquet file that does not decode) is always `BadInput`: there is no
+line to skip past. Text follows `llmforge.textfiles` (UTF-8, a byte-order mark dropped).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from typing import IO
 
 import orjson
 
+from llmforge import textfiles
 from llmforge.errors import BadInput
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
+JSONL_SUFFIXES = tuple(
+    base + c for base in (".jsonl", ".json", ".ndjson") for c in textfiles.COMPRESSIONS
+) + (".jsonl", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".text")
 
 
@@ -99,24 +103,21 @@ def iter_documents(
 def _read_jsonl(
     f: Path, domain: str, text_field: str, skip: bool, rejects: Rejects
 ) -> Iterator[Doc]:
-    opener = gzip.open if f.name.lower().endswith(".gz") else open
-    with opener(f, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield _parse_line(raw, f, lineno, domain, text_field)
-            except BadInput as e:
-                if not skip:
-                    raise
-                rejects.add(f, lineno, str(e).split(": ", 1)[-1], raw)
+    for lineno, raw in textfiles.lines(f):
+        if not raw.strip():
+            continue
+        try:
+            doc = _parse_line(raw, f, lineno, domain, text_field)
+        except BadInput as e:
+            if not skip:
+                raise
+            rejects.add(f, lineno, str(e).split(": ", 1)[-1], raw)
+            continue
+        yield doc
 
 
 def _parse_line(raw: bytes, f: Path, lineno: int, domain: str, text_field: str) -> Doc:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(f), line=lineno) from None
+    textfiles.utf8(raw, f, lineno)
     try:
         row = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -131,15 +132,25 @@ def _parse_line(raw: bytes, f: Path, lineno: int, domain: str, text_field: str) 
     return Doc(doc_id, text, str(row.get("domain") or domain))
 
 
-def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
+def parquet_batches(f: Path, need: str | None = None) -> Iterator[dict[str, list]]:
+    """The columns of a parquet file, batch by batch; BadInput if the file does not decode
+    (truncated, corrupt, not parquet) or lacks the column `need`."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(f)
-    if text_field not in table.schema_arrow.names:
-        raise BadInput(f"parquet has no column '{text_field}'", path=str(f))
+    try:
+        table = pq.ParquetFile(f)
+        if need is not None and need not in table.schema_arrow.names:
+            raise BadInput(f"parquet has no column '{need}'", path=str(f))
+        for batch in table.iter_batches(batch_size=4096):
+            yield batch.to_pydict()
+    except (pa.ArrowException, OSError) as e:
+        raise BadInput(f"corrupt or truncated parquet: {e}", path=str(f)) from None
+
+
+def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
     row = 0
-    for batch in table.iter_batches(batch_size=4096):
-        cols = batch.to_pydict()
+    for cols in parquet_batches(f, text_field):
         for i, text in enumerate(cols[text_field]):
             row += 1
             if not isinstance(text, str):
@@ -150,11 +161,6 @@ def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
 
 
 def _read_text(f: Path, domain: str, root: Path) -> Doc:
-    data = f.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(f), line=line) from None
+    text = textfiles.read_text(f)
     rel = f.relative_to(root) if root.is_dir() else f.name
     return Doc(str(rel), text, domain)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from llmforge import textfiles
 from llmforge.errors import BadInput
 
 MANIFEST = "manifest.json"
@@ -40,7 +41,7 @@ def _manifest(path: Path) -> dict | None:
     if not mf.is_file():
         return None
     try:
-        return json.loads(mf.read_text(encoding="utf-8"))
+        return json.loads(mf.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInput(f"corrupt manifest: {e}", path=str(mf)) from None
 
@@ -108,27 +109,9 @@ def _kind_of(path: Path) -> str | None:
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) per non-blank line; BadInput on non-UTF-8 or malformed JSON."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = orjson.loads(raw)  # orjson rejects invalid UTF-8 as well
-            except orjson.JSONDecodeError as e:
-                what = "not UTF-8" if _bad_utf8(raw) else f"malformed JSON ({e})"
-                raise BadInput(what, path=str(path), line=lineno) from None
-            if not isinstance(row, dict):
-                raise BadInput("expected a JSON object", path=str(path), line=lineno)
-            yield lineno, row
-
-
-def _bad_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
+    """(line number, object) per non-blank line; BadInput on a truncated file, non-UTF-8 or
+    malformed JSON (`llmforge.textfiles`)."""
+    yield from textfiles.json_lines(path)
 
 
 def check_document(row: dict, path: Path, line: int, default_domain: str) -> dict:

@@ -14,14 +14,13 @@ default). Items shorter than n words cannot be checked and are reported as such.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmforge import log
+from llmforge import log, textfiles
 from llmforge.artifact import lineage
 from llmforge.data import sources
 
@@ -101,16 +100,14 @@ def iter_texts(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _jsonl_texts(f: Path) -> Iterator[tuple[str, str]]:
-    opener = gzip.open if f.name.lower().endswith(".gz") else open
-    with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the training stage already decided about bad lines
-            text = row.get("text") if isinstance(row, dict) else None
-            doc_id = str(row.get("id", f"{f.name}:{lineno}")) if isinstance(row, dict) else ""
-            yield doc_id, text if isinstance(text, str) else "\n".join(_strings(row))
+    for lineno, raw in textfiles.lines(f):  # a truncated file is still BadInput
+        try:
+            row = json.loads(raw.decode("utf-8", errors="replace"))
+        except json.JSONDecodeError:
+            continue  # the training stage already decided about bad lines
+        text = row.get("text") if isinstance(row, dict) else None
+        doc_id = str(row.get("id", f"{f.name}:{lineno}")) if isinstance(row, dict) else ""
+        yield doc_id, text if isinstance(text, str) else "\n".join(_strings(row))
 
 
 def _strings(value) -> Iterator[str]:

@@ -21,13 +21,13 @@ Built-ins: `arithmetic` (held-out procedural arithmetic and word problems), `for
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from llmforge import textfiles
 from llmforge.errors import BadInput
 
 VERIFIERS = ("math", "exact", "numeric", "code", "format")
@@ -120,25 +120,18 @@ def read_jsonl_tasks(
     """Rows of a task jsonl, each checked; duplicate ids are an error."""
     path = Path(path)
     rows, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"malformed JSON: {e.msg}", path=str(path), line=lineno) from None
-            row = check_row(raw, str(path), lineno, defaults)
-            if row["id"] in seen:
-                raise BadInput(
-                    f"duplicate id {row['id']!r} (first on line {seen[row['id']]})",
-                    path=str(path),
-                    line=lineno,
-                )
-            seen[row["id"]] = lineno
-            rows.append(row)
-            if limit is not None and len(rows) >= limit:
-                break
+    for lineno, raw in textfiles.json_lines(path, objects=False):
+        row = check_row(raw, str(path), lineno, defaults)
+        if row["id"] in seen:
+            raise BadInput(
+                f"duplicate id {row['id']!r} (first on line {seen[row['id']]})",
+                path=str(path),
+                line=lineno,
+            )
+        seen[row["id"]] = lineno
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
     if not rows:
         raise BadInput("task file holds no tasks", path=str(path))
     return rows
@@ -148,7 +141,7 @@ def read_task_yaml(path: str | Path) -> TaskSet:
     """A task set from a YAML spec naming a jsonl file (see the module docstring)."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(textfiles.read_text(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise BadInput(
@@ -181,7 +174,7 @@ def read_task_yaml(path: str | Path) -> TaskSet:
 
 
 def _yaml_line(path: Path, key: str) -> int | None:
-    node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    node = yaml.compose(textfiles.read_text(path), Loader=yaml.SafeLoader)
     for key_node, _ in getattr(node, "value", []):
         if key_node.value == key:
             return key_node.start_mark.line + 1

@@ -349,9 +349,11 @@ def load_gpt(model_dir: str | Path) -> GPT:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise BadInput(f"invalid JSON: {e.msg}", path=str(path), line=e.lineno) from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(path)) from None
     if not isinstance(data, dict):
         raise BadInput("expected a JSON object", path=str(path))
     return data

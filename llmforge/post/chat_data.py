@@ -10,17 +10,18 @@ the model learns to stop thinking when the budget runs out.
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from llmforge import textfiles
+from llmforge.data.sources import JSONL_SUFFIXES, parquet_batches
 from llmforge.errors import BadInput
 
 ROLES = ("system", "user", "assistant", "tool")
 MODES = ("think", "no_think")
-_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet")
 
 
 # ---------------------------------------------------------------- reading files
@@ -40,26 +41,18 @@ def data_files(path: Path) -> list[Path]:
 
 
 def read_rows(path: Path) -> Iterator[tuple[dict, int]]:
-    """(row, line) pairs of a jsonl(.gz) or parquet file; parquet lines count rows from 1."""
+    """(row, line) pairs of a jsonl (plain or compressed) or parquet file; parquet lines
+    count rows from 1. Corrupt files and bad lines are BadInput (`llmforge.textfiles`)."""
     path = Path(path)
     if path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield row, i
+        i = 0
+        for cols in parquet_batches(path):
+            for values in zip(*cols.values(), strict=True):
+                i += 1
+                yield dict(zip(cols, values, strict=True)), i
         return
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"invalid JSON: {e.msg}", path=str(path), line=i) from None
-            if not isinstance(row, dict):
-                raise BadInput("each line must be a JSON object", path=str(path), line=i)
-            yield row, i
+    for i, row in textfiles.json_lines(path):
+        yield row, i
 
 
 # ---------------------------------------------------------------- schemas

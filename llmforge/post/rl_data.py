@@ -7,9 +7,9 @@ Each row: `{"id", "prompt": str | messages, "reference", "tests", "verifier", "c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from llmforge import textfiles
 from llmforge.errors import BadInput
 from llmforge.verifiers.dispatch import VERIFIERS
 
@@ -44,15 +44,8 @@ def read_prompts(path: Path) -> list[dict]:
     files = sorted(Path(path).glob("*.jsonl")) if Path(path).is_dir() else [Path(path)]
     rows = []
     for file in files:
-        with open(file, encoding="utf-8") as f:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise BadInput(f"invalid JSON: {e.msg}", path=str(file), line=line) from None
-                rows.append(_check_row(row, str(file), line))
+        for line, row in textfiles.json_lines(file, objects=False):
+            rows.append(_check_row(row, str(file), line))
     if not rows:
         raise BadInput("no RL prompts found", path=str(path))
     return rows

@@ -1,9 +1,20 @@
 """Answer extraction and the answer verifiers: math (math-verify), exact and numeric match.
 
-The final answer is the last `\\boxed{...}` after the reasoning (text after the last
-`</think>` when there is one); failing that, the last number in that text. Each verifier
-scores 1.0 for a correct answer and 0.0 otherwise, and reports `parseable=False` when no
-answer could be extracted.
+A final answer counts only in the form the task asks for (`answer_form`):
+
+- `boxed`: the last `\\boxed{...}` after the reasoning (the text after the last
+  `</think>`). Math tasks and chat rows ask for this: our data and chat template end every
+  verifiable answer with it (docs/contract.md). A number elsewhere in the text is not an
+  answer.
+- `plain`: the answer itself, as the first line of the text after the reasoning (or a
+  boxed one, which is never ambiguous). A plain completion (`chat: false`) checked by
+  `numeric` or `exact` asks for this, the form the eval's gold-answer loss scores too
+  (`llmforge.eval.answer_loss`); `numeric` needs that whole line to read as a number.
+
+A think-mode sample (`mode: think`) whose completion never closes its reasoning gave no
+answer. Each verifier scores 1.0 for a correct answer and 0.0 otherwise, and reports
+`parseable=False` when there is no answer in the asked form, so the RL loop's masking of
+unparseable trajectories means what it says.
 """
 
 from __future__ import annotations
@@ -14,9 +25,10 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from fractions import Fraction
 
+from llmforge.errors import BadInput
 from llmforge.verifiers.base import Reward, Score, register
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+FORMS = ("auto", "boxed", "plain")
 
 
 def answer_text(completion: str) -> str:
@@ -38,17 +50,25 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the box was cut off
 
 
-def extract_answer(completion: str, fallback_number: bool = True) -> str | None:
-    """The final answer: the last boxed expression, else (optionally) the last number."""
+def extract_answer(completion: str, form: str = "boxed") -> str | None:
+    """The final answer in `form` ('boxed' or 'plain', see the module docstring), or None."""
     text = answer_text(completion)
     boxed = last_boxed(text)
-    if boxed:
-        return boxed
-    if fallback_number:
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            return numbers[-1]
-    return None
+    if boxed or form != "plain":
+        return boxed or None
+    return text.strip().split("\n", 1)[0].strip() or None
+
+
+def answer_form(sample: Mapping, verifier: str, option: str = "auto") -> str:
+    """The form `sample` asks its answer in: boxed for math and chat rows, else plain."""
+    if option != "auto":
+        return option
+    return "boxed" if verifier == "math" or sample.get("chat", True) else "plain"
+
+
+def unfinished_reasoning(completion: str, sample: Mapping) -> bool:
+    """A think-mode completion that never closed its reasoning block."""
+    return sample.get("mode") == "think" and "</think>" not in completion
 
 
 def to_number(text: str) -> Fraction | float | None:
@@ -65,19 +85,31 @@ def to_number(text: str) -> Fraction | float | None:
 
 
 class _AnswerReward(Reward):
-    """Shared shape: extract an answer, compare it with `sample["reference"]`."""
+    """Shared shape: extract an answer in the asked form, compare it with the reference.
 
-    def __init__(self, fallback_number: bool = True):
-        self.fallback_number = fallback_number
+    `form`: 'auto' (the task's form, see `answer_form`), or 'boxed' / 'plain' for every row.
+    """
+
+    def __init__(self, form: str = "auto"):
+        if form not in FORMS:
+            raise BadInput(f"{self.name}: form must be one of {FORMS}, got {form!r}")
+        self.form = form
 
     def __call__(self, completion: str, sample: Mapping, length: int | None = None) -> Score:
-        answer = extract_answer(completion, self.fallback_number)
-        if answer is None:
+        form = answer_form(sample, self.name, self.form)
+        answer = (
+            None if unfinished_reasoning(completion, sample) else extract_answer(completion, form)
+        )
+        if answer is None or not self.readable(answer):
             return Score(0.0, parseable=False)
         reference = sample.get("reference")
         if reference is None:
             return Score(0.0, parseable=True)
         return Score(1.0 if self.matches(answer, str(reference)) else 0.0, parseable=True)
+
+    def readable(self, answer: str) -> bool:
+        """Whether the extracted text is an answer this verifier can judge at all."""
+        return True
 
     @abstractmethod
     def matches(self, answer: str, reference: str) -> bool:
@@ -96,9 +128,12 @@ class ExactMatch(_AnswerReward):
 class NumericMatch(_AnswerReward):
     """Numbers equal within a relative tolerance; fractions compare exactly."""
 
-    def __init__(self, fallback_number: bool = True, rel_tol: float = 1e-6):
-        super().__init__(fallback_number)
+    def __init__(self, form: str = "auto", rel_tol: float = 1e-6):
+        super().__init__(form)
         self.rel_tol = rel_tol
+
+    def readable(self, answer: str) -> bool:
+        return to_number(answer) is not None
 
     def matches(self, answer: str, reference: str) -> bool:
         a, b = to_number(answer), to_number(reference)

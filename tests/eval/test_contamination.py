@@ -71,7 +71,8 @@ def test_sources_through_lineage_stop_at_corpus(tmp_path, tiny_tokens, tiny_mode
     # A corpus artifact made from a raw file: its documents count, the raw file does not.
     raw = write_jsonl(tmp_path / "raw.jsonl", [{"id": "r", "text": "removed by dedup"}])
     ref = artifact.open_input(raw, ("raw",), "corpus")
-    run = artifact.Run(tmp_path / "corpus", "c" * 20, "corpus", "dedup", {}, [ref])
+    art_id = artifact.compute_id("dedup", {}, [(ref.role, ref.id)])
+    run = artifact.Run(tmp_path / "corpus", art_id, "corpus", "dedup", {}, [ref])
     artifact.prepare_partial(run, replace=True)
     write_jsonl(run.dir / "documents" / "part0.jsonl", [{"id": "k", "text": "kept"}])
     run.commit({}, replace=True)

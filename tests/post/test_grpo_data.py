@@ -34,7 +34,7 @@ def test_read_prompts_from_dir_with_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", "invalid JSON"),
+        ("{not json", "malformed JSON"),
         ('{"prompt": ""}', "'prompt' must be"),
         ('{"prompt": "x", "verifier": "chess"}', "'verifier' must be one of"),
         ('{"prompt": "x", "verifier": "code"}', "needs 'tests'"),

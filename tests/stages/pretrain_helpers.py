@@ -23,7 +23,7 @@ def sets(*extra: str) -> list[str]:
 def publish_mixture(out: Path, weights: dict[str, float]) -> Path:
     """A `mixture` artifact, as regmix would write it."""
     run = artifact.Run(
-        out, artifact.compute_id("mix", weights, []), "mixture", "regmix", weights, []
+        out, artifact.compute_id("regmix", weights, []), "mixture", "regmix", weights, []
     )
     artifact.prepare_partial(run, replace=True)
     (run.dir / "mixture.json").write_text(json.dumps({"weights": weights}))

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from llmforge import artifact
+from llmforge import artifact, sandbox
 from llmforge.errors import BadInput, ConfigError
 from llmforge.stage import execute
 from stages.app import app
@@ -103,6 +103,7 @@ def test_humaneval_end_to_end(tmp_path, tiny_model):
     assert 0.0 <= scores["pass@2"] <= 1.0
     lines = (out / "samples" / "model-init" / "humaneval.jsonl").read_text().splitlines()
     assert {json.loads(x)["id"] for x in lines} == {"HumanEval/0", "HumanEval/1"}
+    assert artifact.read_manifest(out)["metrics"]["sandbox"] == sandbox.isolation()
 
 
 def test_compare_report_renders(tmp_path, tiny_model):

@@ -61,6 +61,7 @@ def test_stage_trains_and_publishes(tiny_model, prompts, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "model" and manifest["metrics"]["steps_run"] == 3
     assert 0 <= manifest["metrics"]["generation_fraction"] <= 1
+    assert manifest["metrics"]["sandbox"] in ("bwrap", "namespace", "audit-hook")
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in steps] == [1, 2, 3]
     trained = [m for m in steps if not m.get("skipped")]

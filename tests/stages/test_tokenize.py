@@ -99,6 +99,26 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, content, message):
     assert not out.exists() and not (tmp_path / "out.partial").exists()
 
 
+@pytest.mark.parametrize("name", ["cut.jsonl.gz", "cut.parquet"])
+def test_a_truncated_file_exits_2_naming_it_and_publishes_nothing(tmp_path, name):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    whole = tmp_path / f"whole-{name}"
+    if name.endswith(".gz"):
+        whole.write_bytes(gzip.compress(b'{"text": "a document"}\n' * 500))
+    else:
+        pq.write_table(pa.table({"text": [f"document {i}" for i in range(500)]}), whole)
+    bad = tmp_path / name
+    bad.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out = tmp_path / "out"
+    # --skip-bad-lines cannot skip past a stream that breaks off
+    result = tokenize(f"d={bad}", "-o", out, "--skip-bad-lines")
+    assert result.exit_code == 2, result.output
+    assert name in result.output and "corrupt or truncated" in " ".join(result.output.split())
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_skip_bad_lines_counts_and_keeps_rejects(tmp_path):
     bad = tmp_path / "mixed.jsonl"
     bad.write_bytes(b'{"text": "good one"}\n{"text": oops}\n{"text": "good two"}\n')

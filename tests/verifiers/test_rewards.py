@@ -14,34 +14,63 @@ def test_last_boxed_handles_nesting_and_cut_off():
     assert last_boxed("no box") is None
 
 
-def test_extract_answer_ignores_reasoning_and_falls_back_to_last_number():
+def test_extract_answer_takes_only_the_asked_form():
     assert extract_answer(r"<think>maybe \boxed{3}</think>so \boxed{4}") == "4"
-    assert extract_answer("<think>7 or 8</think>The answer is 1,234.") == "1,234"
-    assert extract_answer("<think>7 or 8</think>no idea") is None
-    assert extract_answer("answer 5", fallback_number=False) is None
+    assert extract_answer("<think>7 or 8</think>The answer is 1,234.") is None
+    assert extract_answer(r"<think>\boxed{7}</think>no idea") is None
+    assert extract_answer(r"\boxed{}") is None
+    assert extract_answer(" 42\nQ: next question", form="plain") == "42"
+    assert extract_answer("<think>x</think>\n\n", form="plain") is None
 
 
 @pytest.mark.parametrize(
-    ("completion", "value", "parseable"),
+    ("completion", "sample", "value", "parseable"),
     [
-        (r"\boxed{0.5}", 1.0, True),
-        (r"\boxed{\frac{1}{2}}", 1.0, True),
-        (r"\boxed{0.6}", 0.0, True),
-        ("no answer", 0.0, False),
+        # a number somewhere in the text is not an answer to a task that asks for \boxed{}
+        ("The answer is 1/2.", MATH, 0.0, False),
+        ("so 0.5 it is", {"reference": "0.5", "verifier": "numeric", "chat": True}, 0.0, False),
+        # a think-mode answer comes after the reasoning, which must end
+        (r"<think>so \boxed{1/2}", {**MATH, "mode": "think"}, 0.0, False),
+        (r"<think>so</think> \boxed{1/2}", {**MATH, "mode": "think"}, 1.0, True),
+        (r"\boxed{1/2}", {**MATH, "mode": "no_think"}, 1.0, True),
+        # a plain completion of a numeric/exact task is the answer itself, on its first line
+        (
+            " 1,234\nQ: what is 2+2?",
+            {"reference": "1234", "verifier": "numeric", "chat": False},
+            1.0,
+            True,
+        ),
+        (
+            "The answer is 1234",
+            {"reference": "1234", "verifier": "numeric", "chat": False},
+            0.0,
+            False,
+        ),
+        ("Paris\n", {"reference": "Paris", "verifier": "exact", "chat": False}, 1.0, True),
+        (
+            r"so \boxed{1234}",
+            {"reference": "1234", "verifier": "numeric", "chat": False},
+            1.0,
+            True,
+        ),
+        # math asks for the box even on a plain completion (the eval's gold form)
+        ("1/2", {**MATH, "chat": False}, 0.0, False),
     ],
 )
-def test_math_verifier(completion, value, parseable):
-    score = build("math")(completion, MATH)
+def test_parseable_means_an_answer_in_the_asked_form(completion, sample, value, parseable):
+    score = build("correct")(completion, sample)
     assert (score.value, score.parseable) == (value, parseable)
 
 
-def test_numeric_and_exact_differ_on_formatting():
-    sample = {"reference": "1234"}
-    assert build("numeric")(r"\boxed{1,234.0}", sample).value == 1.0
-    assert build("exact")(r"\boxed{1,234.0}", sample).value == 0.0
-    assert build("exact")(r"\boxed{ 1234 }", sample).value == 1.0
-    assert build("numeric")(r"\boxed{3/4}", {"reference": "0.75"}).value == 1.0
-    assert build("numeric")(r"\boxed{x+1}", sample).value == 0.0
+def test_form_option_overrides_the_task_form():
+    plain_row = {"reference": "5", "verifier": "numeric", "chat": False}
+    assert build("numeric", form="boxed")(r"x \boxed{5}", plain_row).value == 1.0
+    assert not build("numeric", form="boxed")("5", plain_row).parseable
+    assert build("exact", form="plain")("5", {"reference": "5"}).value == 1.0
+    with pytest.raises(BadInput, match="form must be one of"):
+        build("math", form="anywhere")
+    with pytest.raises(BadInput, match="bad options"):
+        build("math", fallback_number=True)
 
 
 CODE_SAMPLE = {
