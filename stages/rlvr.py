@@ -16,6 +16,7 @@ from pathlib import Path
 
 from llmforge import log
 from llmforge.artifact import Run
+from llmforge.causal_lm import ModelArgs
 from llmforge.errors import RunFailed
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import assign_modes, read_prompts
@@ -25,9 +26,9 @@ from llmforge.stage import Inputs, Role, Stage
 Config = RLConfig
 
 
-def load_policy(path: Path):
-    """Model (fp32, train mode) and tokenizer of a `model` artifact."""
-    model, tokenizer = load_model(path)
+def load_policy(path: Path, model_args: ModelArgs | None = None):
+    """Model (fp32, train mode) and tokenizer of a `model` artifact or checkpoint dir."""
+    model, tokenizer = load_model(path, model_args=model_args)
     return model.float().train(), tokenizer
 
 
@@ -140,7 +141,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     model_ref = inputs.one("model")
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
     rows = assign_modes(rows, cfg.rollout.modes)
-    model, tokenizer = load_policy(model_ref.path)
+    model, tokenizer = load_policy(model_ref.path, cfg.model)
     generator = make_generator(cfg, model, tokenizer, model_ref.path)
     rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
     loop = GRPOLoop(model, tokenizer, rows, cfg, out.work, out.log_metrics, generator)

@@ -1,4 +1,5 @@
-"""Reading raw documents: jsonl, jsonl.gz, parquet, or a folder of text files.
+"""Reading raw documents: jsonl, jsonl.gz, parquet, a `datasets` save_to_disk folder, or a
+folder of text files.
 
 Every document comes out as a `Doc(id, text, domain)`. Bad input raises `BadInput` naming
 the file and line, unless `skip_bad_lines` is on: then the bad line is counted and written
@@ -16,6 +17,7 @@ from typing import IO
 
 import orjson
 
+from llmforge.data import rows
 from llmforge.errors import BadInput
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
@@ -59,11 +61,14 @@ class Rejects:
 
 
 def source_files(path: Path) -> list[Path]:
-    """The readable files behind an input path, in a deterministic order."""
+    """The readable files behind an input path, in a deterministic order (for a `datasets`
+    save_to_disk folder, its Arrow files)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise BadInput("no such file or directory", path=str(path))
+    if rows.is_saved_dataset(path):
+        return sorted(path.rglob("*.arrow"))
     files = sorted(
         f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".") and _readable(f)
     )
@@ -86,6 +91,9 @@ def iter_documents(
 ) -> Iterator[Doc]:
     """Stream documents from one input path; `domain` labels them unless rows carry one."""
     rejects = rejects or Rejects()
+    if rows.is_saved_dataset(Path(path)):
+        yield from _read_dataset(Path(path), domain, text_field)
+        return
     for f in source_files(Path(path)):
         name = f.name.lower()
         if name.endswith(JSONL_SUFFIXES):
@@ -147,6 +155,14 @@ def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
             doc_id = str(cols["id"][i]) if "id" in cols else f"{f.stem}:{row}"
             dom = cols["domain"][i] if "domain" in cols and cols["domain"][i] else domain
             yield Doc(doc_id, text, str(dom))
+
+
+def _read_dataset(path: Path, domain: str, text_field: str) -> Iterator[Doc]:
+    for row, i in rows.read_rows(path):
+        text = row.get(text_field)
+        if not isinstance(text, str):
+            raise BadInput(f"field '{text_field}' is not a string", path=str(path), line=i)
+        yield Doc(str(row.get("id", f"{path.name}:{i}")), text, str(row.get("domain") or domain))
 
 
 def _read_text(f: Path, domain: str, root: Path) -> Doc:

@@ -69,12 +69,21 @@ def generate_in_modes(generator: Generator, prompts: Sequence[Prompt],
 
 
 def render_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> str:
-    """A message list through the tokenizer's chat template (with the generation prompt)."""
+    """A message list through the tokenizer's chat template (with the generation prompt).
+
+    A base model with no chat template gets the turns' contents as plain text, as lm-eval
+    prompts base models."""
     if isinstance(prompt, str):
         return prompt
+    if not has_chat_template(tokenizer):
+        return "\n\n".join(m.get("content") or "" for m in prompt)
     return tokenizer.apply_chat_template(
         list(prompt), add_generation_prompt=True, tokenize=False, **template_kwargs
     )
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def stop_token_ids(tokenizer, extra: Sequence[str] = STOP_TOKENS) -> list[int]:

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 import torch
 
-from llmforge.gen.base import Completion, Prompt, render_prompt, stop_token_ids
+from llmforge.gen.base import (
+    Completion,
+    Prompt,
+    has_chat_template,
+    render_prompt,
+    stop_token_ids,
+)
 
 
 class TransformersGenerator:
@@ -23,6 +29,11 @@ class TransformersGenerator:
         self.batch_size = batch_size
         self.template_kwargs = dict(template_kwargs or {})
         self.stop_ids = stop_token_ids(tokenizer)
+        # A model's generation config may stop at more ids (Llama 3: <|eot_id|> and others).
+        extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        for i in extra if isinstance(extra, list) else [extra]:
+            if i is not None and i not in self.stop_ids:
+                self.stop_ids.append(i)
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.stop_ids[0] if self.stop_ids else 0
@@ -39,7 +50,7 @@ class TransformersGenerator:
         out = []
         for prompt in prompts:
             text = render_prompt(self.tokenizer, prompt, **self.template_kwargs)
-            chat = not isinstance(prompt, str)
+            chat = not isinstance(prompt, str) and has_chat_template(self.tokenizer)
             out.append(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
         return out
 

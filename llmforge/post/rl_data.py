@@ -7,9 +7,9 @@ Each row: `{"id", "prompt": str | messages, "reference", "tests", "verifier", "c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from llmforge.data.rows import data_files, read_rows
 from llmforge.errors import BadInput
 from llmforge.verifiers.dispatch import VERIFIERS
 
@@ -40,19 +40,12 @@ def _check_row(row, path: str, line: int) -> dict:
 
 
 def read_prompts(path: Path) -> list[dict]:
-    """All rows of one jsonl file (or of every *.jsonl in a directory), checked."""
-    files = sorted(Path(path).glob("*.jsonl")) if Path(path).is_dir() else [Path(path)]
+    """All rows of a jsonl or parquet file, a folder of them, or a `datasets` save_to_disk
+    folder, checked."""
     rows = []
-    for file in files:
-        with open(file, encoding="utf-8") as f:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise BadInput(f"invalid JSON: {e.msg}", path=str(file), line=line) from None
-                rows.append(_check_row(row, str(file), line))
+    for file in data_files(Path(path)):
+        for row, line in read_rows(file):
+            rows.append(_check_row(row, str(file), line))
     if not rows:
         raise BadInput("no RL prompts found", path=str(path))
     return rows

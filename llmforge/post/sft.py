@@ -212,7 +212,8 @@ def prompts_of(rows: list[dict], limit: int) -> list[list[dict]]:
     """The conversation up to the last user turn, for the first `limit` rows; system flags
     are stripped so the mode comes from `enable_thinking` alone."""
     prompts = []
-    for row in rows[:limit]:
+    chats = [r for r in rows if any(m["role"] == "user" for m in r.get("messages", []))]
+    for row in chats[:limit]:
         messages = row["messages"]
         last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
         kept = []
