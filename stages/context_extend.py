@@ -27,7 +27,7 @@ from llmforge.config import check, param
 from llmforge.data.loader import DataConfig
 from llmforge.errors import ConfigError
 from llmforge.model.gpt import GPT, RopeScaling
-from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
 from llmforge.model.parallelize import barrier
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
@@ -128,6 +128,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
             f"the first length ({cfg.extend.lengths[0]}) must exceed the model's max_seq_len "
             f"({model.cfg.max_seq_len})",
         )
+    parity = check_import_parity(source.path, model) if out.is_main else None
     metrics, original = {}, model.cfg.max_seq_len
     for i, length in enumerate(cfg.extend.lengths):
         model, m = run_length(model, cfg, inputs, out, i)
@@ -135,11 +136,11 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     if cfg.extend.yarn_factor > 1:
         model = with_yarn(model, cfg.extend.yarn_factor)
     if out.is_main:
-        export_hf(model, out.dir, source.path)
+        export_hf(model, out.dir, source.path, **stock_export_args(source.path))
     barrier()
     last = metrics[f"len_{cfg.extend.lengths[-1]}"]
     return {**metrics, "original_max_seq_len": original, "max_seq_len": model.cfg.max_seq_len,
-            "final_val_loss": last.get("final_val_loss")}  # fmt: skip
+            "final_val_loss": last.get("final_val_loss"), "import_parity_max_diff": parity}  # fmt: skip
 
 
 STAGE = Stage(

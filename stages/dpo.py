@@ -11,6 +11,7 @@ task's verifier. Held-out preference accuracy and margin are measured before and
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -137,6 +138,10 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     ref_model = None
     if ref and cfg.dpo.loss != "orpo":
         ref_model = trl_bridge.load_model(ref.path, model_args=cfg.model)[0]
+    elif cfg.lora.mode == "full" and not trl_bridge.has_own_chat_template(model_ref.path):
+        # TRL would reload the reference from disk, without the embedding rows of the tokens
+        # the added chat template brought.
+        ref_model = copy.deepcopy(model) if cfg.dpo.loss != "orpo" else None
     before = dpo.preference_metrics(model, tokenizer, held, cfg.dpo.think)
     trainer = dpo.trainer_for(
         model,

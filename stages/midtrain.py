@@ -4,7 +4,9 @@
 
 Continued pretraining on a new mixture (reasoning, code, long or curated data) with its own
 schedule, on the same engine as pretrain: the model is loaded with `load_gpt` (our export
-or a stock Llama/Qwen3/SmolLM3 directory), trained, and exported again with its tokenizer.
+or a stock Llama/Qwen3/SmolLM3 directory, with or without a manifest), its logits are checked
+against transformers' own class before any training, and it is exported again with its
+tokenizer, as the family and dtype it came in.
 Checkpoints, resume, preemption and torchrun work as in pretrain.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from llmforge.artifact import Run
 from llmforge.config import param
 from llmforge.data.loader import DataConfig
-from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
 from llmforge.model.parallelize import barrier
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
@@ -35,11 +37,13 @@ class Config:
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     seed_everything(cfg.train.seed)
     source = inputs.one("model")
-    model, metrics = train_model(load_gpt(source.path), spec_for(cfg, inputs), out)
-    if out.is_main:
-        export_hf(model, out.dir, source.path)  # the model directory holds its tokenizer
+    model = load_gpt(source.path)
+    parity = check_import_parity(source.path, model) if out.is_main else None
+    model, metrics = train_model(model, spec_for(cfg, inputs), out)
+    if out.is_main:  # the model directory holds its tokenizer
+        export_hf(model, out.dir, source.path, **stock_export_args(source.path))
     barrier()
-    return metrics
+    return {**metrics, "import_parity_max_diff": parity}
 
 
 STAGE = Stage(

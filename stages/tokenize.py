@@ -60,10 +60,16 @@ def _doc_stream(inputs: list[Ref], cfg: Config, rejects: sources.Rejects):
                 yield doc
 
 
+def _tokenizer_path(given: Ref) -> Path:
+    return given.path / "tokenizer" if given.kind == "tokens" else given.path
+
+
 def _tokenizer(cfg: Config, data: list[Ref], given: Ref | None):
     if given is not None:
-        path = given.path / "tokenizer" if given.kind == "tokens" else given.path
-        return toklib.load_tokenizer_json(path), "given"
+        path = _tokenizer_path(given)
+        # A transformers tokenizer stays as it is (a model's embeddings fit its ids); a bare
+        # tokenizer.json gets our special tokens, as a trained one has.
+        return toklib.load_tokenizer_json(path, add_missing=not path.is_dir()), "given"
     budget = int(cfg.train_sample_mb * 1e6)
 
     def texts():
@@ -78,9 +84,10 @@ def _tokenizer(cfg: Config, data: list[Ref], given: Ref | None):
     return toklib.train_bpe(texts(), cfg.vocab_size, cfg.min_frequency), "trained"
 
 
-def _encode_all(tok, cfg: Config, data: list[Ref], work: Path, rejects) -> tuple[dict, dict]:
-    """Encode every document into a temporary store in reading order."""
-    eos = tok.token_to_id(toklib.DOC_SEP)
+def _encode_all(
+    tok, eos: int, cfg: Config, data: list[Ref], work: Path, rejects
+) -> tuple[dict, dict]:
+    """Encode every document, each ended by `eos`, into a temporary store in reading order."""
     domains: dict[str, int] = {}
     writer = tokens.TokenWriter(work, "all", tokens.dtype_for(tok.get_vocab_size()))
     stats = {"bytes": 0, "documents": 0}
@@ -153,13 +160,19 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     data = [r for r in inputs.refs if r.role != "tokenizer"]
     if not data:
         raise BadInput("tokenize needs at least one data input (domain=PATH)")
-    tok, origin = _tokenizer(cfg, data, inputs.get("tokenizer"))
+    given = inputs.get("tokenizer")
+    tok, origin = _tokenizer(cfg, data, given)
     tok_dir = out.dir / "tokenizer"
-    toklib.save_for_transformers(tok, tok_dir)
+    if given is not None and _tokenizer_path(given).is_dir():
+        toklib.copy_tokenizer_files(_tokenizer_path(given), tok_dir)
+        eos = toklib.document_separator(tok, _tokenizer_path(given))
+    else:
+        toklib.save_for_transformers(tok, tok_dir)
+        eos = tok.token_to_id(toklib.DOC_SEP)
     rejects = sources.Rejects(out.dir / "rejects.jsonl" if cfg.skip_bad_lines else None)
     t0 = time.time()
     try:
-        written, stats = _encode_all(tok, cfg, data, out.work, rejects)
+        written, stats = _encode_all(tok, eos, cfg, data, out.work, rejects)
     finally:
         rejects.close()
     if stats["documents"] == 0:
@@ -168,7 +181,6 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     dtype = tokens.dtype_for(tok.get_vocab_size())
     counts = _split_and_shuffle(out.work, out.dir, cfg, len(domains), dtype)
     encode_s = time.time() - t0
-    eos = tok.token_to_id(toklib.DOC_SEP)
     tokens.write_meta(out.dir, domains, dtype, eos, tok.get_vocab_size(), counts)
     per_domain = {split: tokens.TokenStore(out.dir, split).domain_tokens() for split in counts}
     tok_cfg = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "origin": origin}

@@ -91,10 +91,10 @@ def messages(value, key: str, where: Where) -> list[dict]:
 def chat_row(row: Mapping, where: Where) -> dict:
     """An sft row: {"messages": [...]}, or {"prompt": str, "completion": str} (plain text)."""
     row = rename(row, where)
-    if "conversations" in row and "messages" not in row:
-        row["messages"] = row.pop("conversations")
-    if "messages" in row:
-        return {**row, "messages": messages(row["messages"], "messages", where)}
+    key = "messages" if "messages" in row else "conversations"
+    if key in row:
+        rest = {k: v for k, v in row.items() if k != key}
+        return {**rest, "messages": messages(row[key], key, where)}
     if "prompt" in row and "completion" in row:
         prompt, completion = row["prompt"], row["completion"]
         if isinstance(prompt, str) and isinstance(completion, str):
