@@ -103,12 +103,15 @@ def _fresh(cache: dict, key: tuple[str, dict]) -> bool:
 
 def _hash_many(files: list[Path], threads: int | None) -> dict[Path, str]:
     """sha256 of many files on a thread pool: hashlib releases the GIL on large blocks, so
-    the shards of a checkpoint hash in parallel."""
+    the shards of a checkpoint hash in parallel. A progress bar (in MB) shows for big inputs."""
     total = sum(f.stat().st_size for f in files)
     workers = max(1, min(threads or os.cpu_count() or 1, len(files), 8))
-    with log.progress("hashing inputs", total=total if total >= PROGRESS_BYTES else None) as bar:
-        with ThreadPoolExecutor(workers) as pool:
-            return dict(zip(files, pool.map(lambda f: sha256_file(f, bar.advance), files)))
+    with ThreadPoolExecutor(workers) as pool:
+        if total < PROGRESS_BYTES:
+            return dict(zip(files, pool.map(sha256_file, files)))
+        with log.progress("hashing inputs (MB)", total=round(total / 1e6)) as bar:
+            on_bytes = lambda n: bar.advance(n / 1e6)  # noqa: E731
+            return dict(zip(files, pool.map(lambda f: sha256_file(f, on_bytes), files)))
 
 
 def sha256_file(path: Path, on_bytes=None) -> str:

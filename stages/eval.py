@@ -59,8 +59,9 @@ def run(cfg: Config, inputs: Inputs, out) -> dict:
     results: dict = {"models": {}, "config": {"sampling": vars(plan.sampling)}}
     for label, ref in zip(_labels(models), models):
         log.info(f"evaluating {label}")
+        manifest = ref.manifest or {"id": ref.id}  # an outside model: its content id
         results["models"][label] = suite.evaluate_model(
-            ref.path, ref.manifest or {}, plan, out.dir / "samples" / label
+            ref.path, manifest, plan, out.dir / "samples" / label
         )
     (out.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     metrics = _metrics(results)

@@ -68,7 +68,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def evaluate_model(path: Path, manifest: dict, plan: Plan, samples_dir: Path) -> dict:
     """results.json entry of one model; per-sample rows go to `samples_dir`."""
-    entry: dict = {"path": str(path), "id": manifest.get("id"), "stage": manifest.get("stage")}
+    entry: dict = {
+        "path": str(path),
+        "id": manifest.get("id"),
+        "stage": manifest.get("stage") or "",
+    }
     model, tokenizer = load(path, plan.device, plan.trust_remote_code)
     if plan.tokens_path is not None or plan.texts:
         entry["loss"] = _loss(model, tokenizer, plan)

@@ -14,7 +14,7 @@ import torch
 
 from llmforge import artifact
 from llmforge.stage import execute
-from stages import dpo, eval, midtrain, rlvr, sft, tokenize
+from stages import context_extend, dpo, eval, midtrain, rlvr, sft, tokenize
 from tests import byo_models
 from tests.conftest import write_jsonl
 from tests.stages.pretrain_helpers import TINY_SETS
@@ -155,6 +155,18 @@ def test_eval_on_a_plain_checkpoint(byo, name, tmp_path):
     assert inp["outside"]["detected"].endswith(f"({byo_models.ARCHITECTURES[name]})")
 
 
+def test_eval_report_compares_a_plain_checkpoint_with_what_was_made_from_it(byo, tmp_path):
+    source = byo["models"]["llama"]
+    tuned = execute(sft.STAGE, [f"model={source}", f"chat={byo['chat']['llama']}"], sets=SFT,
+                    out=tmp_path / "sft")  # fmt: skip
+    items = [str(source), str(tuned), f"compare={byo['models']['qwen3']}", f"task={byo['tasks']}"]
+    out = execute(eval.STAGE, items, sets=EVAL[:-1], out=tmp_path / "eval")
+    summary = (out / "report" / "summary.md").read_text()
+    assert "| llama |  |" in summary and "| sft | sft |" in summary and "| qwen3 |  |" in summary
+    ids = {e["id"] for e in json.loads((out / "results.json").read_text())["models"].values()}
+    assert artifact.open_input(source, ("model",)).id in ids  # the checkpoint's content id
+
+
 @pytest.mark.parametrize("name", ["llama", "qwen3"])
 def test_midtrain_continues_a_plain_checkpoint_as_its_own_architecture(byo, name, tmp_path):
     from transformers import AutoModelForCausalLM
@@ -174,6 +186,22 @@ def test_midtrain_continues_a_plain_checkpoint_as_its_own_architecture(byo, name
     after = AutoModelForCausalLM.from_pretrained(str(out)).state_dict()
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+
+
+def test_context_extend_continues_a_plain_qwen3(byo, tmp_path):
+    from transformers import AutoConfig
+
+    source = byo["models"]["qwen3"]
+    tokens = execute(tokenize.STAGE, [f"math={byo['docs']}", f"tokenizer={source}"],
+                     sets=["val_fraction=0.1"], out=tmp_path / "tokens")  # fmt: skip
+    sets = [s for s in TINY_SETS if not s.startswith(("model.", "train.seq_len"))]
+    sets += ["train.steps=2", "extend.lengths=[320]", "extend.rope_theta=[40000]"]
+    out = execute(context_extend.STAGE, [str(source), f"tokens={tokens}"], sets=sets,
+                  out=tmp_path / "long")  # fmt: skip
+    metrics = check_published(out, source, "qwen3")
+    assert metrics["original_max_seq_len"] == 256 and metrics["import_parity_max_diff"] <= 1e-4
+    config = AutoConfig.from_pretrained(str(out))
+    assert config.max_position_embeddings == 320 and config.rope_parameters["rope_theta"] == 40000
 
 
 def test_midtrain_names_the_architectures_it_continues(byo, tmp_path, tiny_tokens):
