@@ -37,8 +37,13 @@ def read_config(path: Path) -> dict:
     file = Path(path) / "config.json"
     if not file.is_file():
         raise BadInput("not a model: no config.json", path=str(path))
+    return read_json_object(file)
+
+
+def read_json_object(file: Path) -> dict:
+    """A JSON file holding one object; BadInput naming the file and line otherwise."""
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(Path(file).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise BadInput(f"invalid JSON: {e.msg}", path=str(file), line=e.lineno) from None
     if not isinstance(data, dict):

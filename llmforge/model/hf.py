@@ -39,6 +39,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from llmforge.causal_lm import read_json_object as _read_json
 from llmforge.config import from_dict, to_dict
 from llmforge.errors import BadInput, ConfigError
 from llmforge.model.gpt import GPT, ModelConfig, RopeScaling, rope_frequencies
@@ -374,16 +375,6 @@ def check_import_parity(model_dir: str | Path, model: GPT, tokens: int = 32) -> 
             path=str(path),
         )
     return diff
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"invalid JSON: {e.msg}", path=str(path), line=e.lineno) from None
-    if not isinstance(data, dict):
-        raise BadInput("expected a JSON object", path=str(path))
-    return data
 
 
 def _our_key(hf_key: str) -> str:

@@ -30,14 +30,6 @@ RL = ["steps=2", "rollout.group_size=2", "rollout.prompts_per_step=2", "rollout.
 EVAL = ["sampling.n=1", "sampling.max_new_tokens=6", "report=false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def byo(tmp_path_factory):
     """The four checkpoints and data in the formats users keep it in."""
