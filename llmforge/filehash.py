@@ -125,10 +125,12 @@ def sha256_file(path: Path, on_bytes=None) -> str:
 
 
 def _remember(cache: dict, new: dict[Path, tuple[tuple[str, dict], str]]) -> None:
-    """Add entries (skipping racily fresh files), drop ones whose file is gone, save."""
+    """Add entries, skipping racily fresh files and files that changed while they were
+    read; drop entries whose file is gone; save."""
     now_ns = time.time_ns()
-    for (real, stat), digest in new.values():
-        if now_ns - stat["mtime_ns"] > RACY_SECONDS * 1e9:
+    for f, ((real, stat), digest) in new.items():
+        settled = now_ns - stat["mtime_ns"] > RACY_SECONDS * 1e9
+        if settled and os.path.exists(f) and _stat_key(f)[1] == stat:
             cache[real] = {**stat, "sha256": digest}
     cache = {p: e for p, e in cache.items() if os.path.exists(p)}
     _write_cache(cache)

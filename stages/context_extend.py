@@ -149,7 +149,12 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the model to extend"),
+        "model": Role(
+            kinds=("model",),
+            min=1,
+            max=1,
+            help="the model to extend: an artifact or a stock Llama/Qwen3/SmolLM3 dir",
+        ),
         "tokens": Role(kinds=("tokens",), min=1, max=None, help="training data (long documents)"),
         "mixture": Role(kinds=("mixture",), min=0, max=1, help="domain weights"),
     },

@@ -1,4 +1,4 @@
-"""The dpo stage: preference optimisation of a `model` artifact, via TRL.
+"""The dpo stage: preference optimisation of a model (artifact or checkpoint dir), via TRL.
 
     llmforge dpo model=artifacts/sft data=prefs.jsonl -s dpo.loss=apo_zero -o artifacts/dpo
     llmforge dpo model=artifacts/sft prompts=tasks.jsonl strong=artifacts/big weak=artifacts/small
@@ -187,13 +187,15 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the policy to train"),
+        "model": Role(
+            kinds=("model",), min=1, max=1, help="the policy: an artifact or any causal-LM dir"
+        ),
         "data": Role(
             kinds=("raw",),
             min=0,
             max=None,
-            help="preference jsonl/parquet: prompt, chosen, rejected (or completion, "
-            "label for KTO)",
+            help="preference jsonl/parquet/save_to_disk: prompt, chosen, rejected as strings or "
+            "message lists (or completion, label for KTO)",
         ),
         "prompts": Role(
             kinds=("raw",),

@@ -135,7 +135,12 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=0, max=None, help="models to evaluate"),
+        "model": Role(
+            kinds=("model",),
+            min=0,
+            max=None,
+            help="models to evaluate: artifacts or any causal-LM checkpoint dirs",
+        ),
         "tokens": Role(
             kinds=("tokens",),
             min=0,
@@ -146,7 +151,7 @@ STAGE = Stage(
             kinds=("raw",),
             min=0,
             max=None,
-            help="raw documents (jsonl, parquet, text folder) for loss per domain",
+            help="raw documents (jsonl, parquet, save_to_disk, text folder) for loss per domain",
         ),
         "task": Role(kinds=("raw",), min=0, max=None, help="task files: jsonl or YAML"),
         "harness": Role(kinds=("raw",), min=0, max=1, help="folder of local lm-eval task YAML"),

@@ -1,4 +1,4 @@
-"""The midtrain stage: a model artifact plus tokens artifact(s) to a model artifact.
+"""The midtrain stage: a model (artifact or stock checkpoint) plus tokens to a model artifact.
 
     llmforge midtrain BASE_MODEL tokens=TOKENS [mixture=MIX] -c recipes/tiny/midtrain.yaml
 
@@ -52,7 +52,12 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the model to continue training"),
+        "model": Role(
+            kinds=("model",),
+            min=1,
+            max=1,
+            help="the model to continue: an artifact or a stock Llama/Qwen3/SmolLM3 dir",
+        ),
         "tokens": Role(kinds=("tokens",), min=1, max=None, help="training data (val split too)"),
         "mixture": Role(kinds=("mixture",), min=0, max=1, help="domain weights"),
     },

@@ -160,12 +160,14 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the policy to train"),
+        "model": Role(
+            kinds=("model",), min=1, max=1, help="the policy: an artifact or any causal-LM dir"
+        ),
         "prompts": Role(
             kinds=("raw",),
             min=1,
             max=None,
-            help="task jsonl: id, prompt, reference, tests, verifier, chat",
+            help="task jsonl/parquet/save_to_disk: id, prompt, reference, tests, verifier, chat",
         ),
     },
     default_role="model",

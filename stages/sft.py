@@ -1,9 +1,12 @@
-"""The sft stage: supervised fine-tuning of a `model` artifact on chat data, via TRL.
+"""The sft stage: supervised fine-tuning of a model on chat data, via TRL.
 
     llmforge sft model=artifacts/midtrain math=data/math_chat.jsonl chat=data/chat.parquet \\
         -s mix.math=[1.0,0.5] -s mix.chat=[1.0,2.0] -o artifacts/sft
 
-Each non-model input is one chat source (jsonl or parquet); its name is the role
+The model is a `model` artifact or any causal-LM checkpoint directory (an outside input,
+published as the architecture it came in). Each non-model input is one chat source (jsonl,
+parquet or a `datasets` save_to_disk folder, in any format of `chat_formats`); its name is
+the role
 (`math=PATH`) or, for a bare path, the file name. Weights per source may change per epoch.
 Before training a style check scores every source with the student; held-out assistant
 loss and think/no_think format compliance are measured before and after training.
@@ -177,12 +180,18 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the model to fine-tune"),
+        "model": Role(
+            kinds=("model",),
+            min=1,
+            max=1,
+            help="the model to fine-tune: an artifact or any causal-LM checkpoint dir",
+        ),
         "*": Role(
             kinds=("raw",),
             min=0,
             max=None,
-            help="NAME=PATH chat source (jsonl, jsonl.gz or parquet; file or folder)",
+            help="NAME=PATH chat source: jsonl(.gz), parquet, a folder of them or a datasets "
+            "save_to_disk folder; rows: messages, ShareGPT conversations or prompt/completion",
         ),
     },
     default_role="data",
