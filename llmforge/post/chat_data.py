@@ -195,6 +195,15 @@ def tokenize_chat(row: Mapping, tokenizer, loss_on: str = "assistant") -> dict:
     """
     if "messages" not in row:
         return _tokenize_completion(row, tokenizer, loss_on)
+    from jinja2 import TemplateError
+
+    try:
+        return _tokenize_messages(row, tokenizer, loss_on)
+    except TemplateError as e:  # e.g. "Conversation roles must alternate user/assistant"
+        raise BadInput(f"the model's chat template refuses row {row.get('id', '?')}: {e}") from None
+
+
+def _tokenize_messages(row: Mapping, tokenizer, loss_on: str) -> dict:
     chat = to_trl_chat(row)
     messages = chat["messages"]
     kwargs = {k: v for k, v in chat["chat_template_kwargs"].items() if v is not None}

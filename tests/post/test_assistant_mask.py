@@ -82,3 +82,23 @@ def test_plain_prompt_completion_rows_train_the_completion_and_eos(toks):
     enc = chat_data.tokenize_chat({"prompt": "1 + 1 =", "completion": " 2"}, tok)
     assert tok.decode(enc["input_ids"]) == "1 + 1 = 2<|eot_id|>"
     assert trained(tok, enc) == [" 2<|eot_id|>"]
+
+
+def test_templates_prefix_rendering_cannot_read_say_so(tiny_tokenizer_dir):
+    """llmforge's own template without its markers draws the think block on the last
+    assistant turn only, so a turn renders differently once another follows."""
+    from transformers import AutoTokenizer
+
+    from llmforge.errors import BadInput
+
+    plain = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    plain.chat_template = plain.chat_template.replace("{% generation %}", "").replace(
+        "{% endgeneration %}", ""
+    )
+    with pytest.raises(BadInput, match="renders earlier turns differently.*sft.loss_on=all"):
+        chat_data.tokenize_chat(two_turns("think"), plain)
+    strict = byo_models.tokenizer("llama")
+    strict.chat_template = ("{% if messages[0]['role'] == 'system' %}"
+                            "{{ raise_exception('System role not supported') }}{% endif %}")  # fmt: skip
+    with pytest.raises(BadInput, match="refuses row r7: System role not supported"):
+        chat_data.tokenize_chat({**two_turns(), "id": "r7"}, strict)
