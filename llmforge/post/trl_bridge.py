@@ -146,7 +146,10 @@ def load_model(path: Path, lora: LoraArgs | None = None, model_args: ModelArgs |
         )
     trust = (model_args or ModelArgs()).trust_remote_code
     model, tokenizer = causal_lm.load(path, trust, **kwargs)
-    ensure_chat_template(model, tokenizer)
+    added = ensure_chat_template(model, tokenizer)
+    if added and lora is not None and lora.mode != "full":
+        log.warn(f"an adapter leaves the embeddings of the added tokens {added} untrained; "
+                 "lora.mode=full trains them")  # fmt: skip
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
