@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/eval_bench.py
 	$(BIN)/python bench/rollout_bench.py --no-vllm
 	$(BIN)/python bench/dedup_bench.py
+	$(BIN)/python bench/hash_bench.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import llmforge
+from llmforge import filehash, outside
 from llmforge.errors import BadInput
+from llmforge.filehash import sha256_file
 
 SCHEMA = 1
 KINDS = ("corpus", "tokenizer", "tokens", "mixture", "model", "eval")
@@ -33,12 +35,6 @@ RUN_STATE = "_run.json"  # inside the partial dir: which id this partial belongs
 
 
 # ---------------------------------------------------------------- hashing and ids
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, streamed through one reused buffer (constant memory)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def hash_files(paths: list[Path], workers: int = 0) -> list[str]:
@@ -125,10 +121,16 @@ class Ref:
     id: str
     role: str = ""
     manifest: dict | None = None
+    outside: dict | None = None  # {"detected", "sha256"} of an input llmforge did not write
 
     @property
     def metrics(self) -> dict:
         return (self.manifest or {}).get("metrics", {})
+
+    def record(self) -> dict:
+        """This input as the manifest's `inputs` list records it."""
+        entry = {"role": self.role, "path": str(self.path), "id": self.id, "kind": self.kind}
+        return {**entry, "outside": self.outside} if self.outside else entry
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -177,14 +179,29 @@ def open_artifact(path: str | Path, kinds: Iterable[str] | None = None, role: st
 
 
 def open_input(path: str | Path, kinds: Iterable[str], role: str = "") -> Ref:
-    """Open an input that may be an artifact or (when "raw" is allowed) a plain file/dir."""
+    """Open an input: a published artifact, or (for model, tokenizer and raw roles) a plain
+    file or directory llmforge did not write."""
     path = Path(path)
     kinds = tuple(kinds)
-    if (path / MANIFEST).is_file() or "raw" not in kinds:
+    unfinished = path.name.endswith(".partial")
+    if (path / MANIFEST).is_file() or unfinished or not set(kinds) & set(outside.OUTSIDE_KINDS):
         return open_artifact(path, [k for k in kinds if k != "raw"], role)
-    if not path.exists():
-        raise BadInput("no such file or directory", path=str(path))
-    return Ref(path=path.resolve(), kind="raw", id="raw-" + hash_tree(path)[:20], role=role)
+    return open_outside(path, kinds, role)
+
+
+def open_outside(path: str | Path, kinds: Iterable[str], role: str = "") -> Ref:
+    """An outside input: its kind detected from its files, its id a hash of their bytes."""
+    path = Path(path)
+    found = outside.detect(path, tuple(kinds))
+    digest = filehash.tree_hash(path)
+    return Ref(
+        path=path.resolve(), kind=found.kind, id=outside_id(digest), role=role,
+        outside={"detected": found.detail, "sha256": digest},
+    )  # fmt: skip
+
+
+def outside_id(digest: str) -> str:
+    return "ext-" + digest[:20]
 
 
 # ---------------------------------------------------------------- verify
@@ -313,10 +330,7 @@ class Run:
             "kind": self.kind,
             "stage": self.stage,
             "id": self.id,
-            "inputs": [
-                {"role": r.role, "path": str(r.path), "id": r.id, "kind": r.kind}
-                for r in self.inputs
-            ],
+            "inputs": [r.record() for r in self.inputs],
             "config": self.config,
             "files": file_table(self.dir),
             "metrics": metrics,
@@ -446,23 +460,28 @@ def lineage(path: str | Path, seen: set | None = None) -> dict:
         return node
     seen.add(manifest["id"])
     for inp in manifest.get("inputs", []):
-        if inp.get("kind") == "raw":
-            node["inputs"].append(
-                {
-                    "path": inp["path"],
-                    "kind": "raw",
-                    "id": inp["id"],
-                    "stage": "",
-                    "role": inp["role"],
-                    "inputs": [],
-                }
-            )
+        if inp.get("outside") or inp.get("kind") == "raw":
+            node["inputs"].append(outside_node(inp))
         else:
             child = lineage(inp["path"], seen)
             child["role"] = inp["role"]
             if child["kind"] != "missing" and child["id"] != inp["id"]:
                 child["error"] = f"id changed: manifest recorded {inp['id']}"
             node["inputs"].append(child)
+    return node
+
+
+def outside_node(inp: dict) -> dict:
+    """A lineage leaf for an outside input, flagged when its bytes changed or it is gone."""
+    node = {"path": inp["path"], "kind": inp["kind"], "id": inp["id"], "stage": "",
+            "role": inp.get("role", ""), "outside": inp.get("outside"), "inputs": []}  # fmt: skip
+    recorded = (inp.get("outside") or {}).get("sha256")
+    if recorded is None:  # written before outside inputs were hashed by llmforge.filehash
+        return node
+    if not Path(inp["path"]).exists():
+        node["error"] = "gone: the path no longer exists"
+    elif filehash.tree_hash(Path(inp["path"])) != recorded:
+        node["error"] = "changed: its content no longer hashes to the recorded id"
     return node
 
 
@@ -497,9 +516,7 @@ def write_nested(
         "kind": kind,
         "stage": stage,
         "id": art_id,
-        "inputs": [
-            {"role": r.role, "path": str(r.path), "id": r.id, "kind": r.kind} for r in inputs
-        ],
+        "inputs": [r.record() for r in inputs],
         "config": config,
         "files": files,
         "metrics": metrics,

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from llmforge import log
+from llmforge import distributed, log
 from llmforge.artifact import Run
 from llmforge.config import check, param
 from llmforge.data.loader import DataConfig
 from llmforge.distributed import barrier
 from llmforge.errors import ConfigError
 from llmforge.model.gpt import GPT, RopeScaling
-from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import (
     OptimConfig,
@@ -149,6 +149,8 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
             "parallel.context",
             f"{cfg.parallel.context} ranks per sequence do not divide extend.lengths {uneven}",
         )
+    # rank 0 checks; every rank hears the verdict (a failed import stops them all)
+    parity = distributed.main_decides(lambda: check_import_parity(source.path, model))
     metrics, original = {}, model.cfg.max_seq_len
     for i, length in enumerate(cfg.extend.lengths):
         model, m = run_length(model, cfg, inputs, out, i)
@@ -156,11 +158,11 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     if cfg.extend.yarn_factor > 1:
         model = with_yarn(model, cfg.extend.yarn_factor)
     if out.is_main:
-        export_hf(model, out.dir, source.path)
+        export_hf(model, out.dir, source.path, **stock_export_args(source.path))
     barrier()
     last = metrics[f"len_{cfg.extend.lengths[-1]}"]
     return {**metrics, "original_max_seq_len": original, "max_seq_len": model.cfg.max_seq_len,
-            "final_val_loss": last.get("final_val_loss")}  # fmt: skip
+            "final_val_loss": last.get("final_val_loss"), "import_parity_max_diff": parity}  # fmt: skip
 
 
 STAGE = Stage(
@@ -169,7 +171,12 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the model to extend"),
+        "model": Role(
+            kinds=("model",),
+            min=1,
+            max=1,
+            help="the model to extend: an artifact or a stock Llama/Qwen3/SmolLM3 dir",
+        ),
         "tokens": Role(kinds=("tokens",), min=1, max=None, help="training data (long documents)"),
         "mixture": Role(kinds=("mixture",), min=0, max=1, help="domain weights"),
     },

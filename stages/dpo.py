@@ -1,4 +1,4 @@
-"""The dpo stage: preference optimisation of a `model` artifact, via TRL.
+"""The dpo stage: preference optimisation of a model (artifact or checkpoint dir), via TRL.
 
     llmforge dpo model=artifacts/sft data=prefs.jsonl -s dpo.loss=apo_zero -o artifacts/dpo
     llmforge dpo model=artifacts/sft prompts=tasks.jsonl strong=artifacts/big weak=artifacts/small
@@ -11,15 +11,17 @@ task's verifier. Held-out preference accuracy and margin are measured before and
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
 
 from llmforge import log
 from llmforge.artifact import Run
+from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.errors import BadInput
-from llmforge.post import chat_data, dpo, pairs, trl_bridge
+from llmforge.post import chat_data, chat_formats, dpo, pairs, trl_bridge
 from llmforge.post.dpo import DPOOptions
 from llmforge.post.sft import split_heldout
 from llmforge.post.trl_bridge import LoraArgs, TrainArgs
@@ -43,12 +45,20 @@ class PairArgs:
 
 @dataclass(frozen=True)
 class Config:
+    model: ModelArgs = param(ModelArgs(), "how the input models load (remote code)")
     train: TrainArgs = param(
         TrainArgs(lr=5e-7, epochs=1), "optimisation and loop (LR 10-20x below SFT's)"
     )
     lora: LoraArgs = param(LoraArgs(), "full fine-tuning or a LoRA/QLoRA adapter")
     dpo: DPOOptions = param(DPOOptions(), "loss type, beta, held-out split")
     pairs: PairArgs = param(PairArgs(), "pair building from prompts= inputs")
+    fields: dict[str, str] = param(
+        {}, "your column names for llmforge's fields, e.g. {prompt: question, chosen: good, "
+        "rejected: bad} (see docs/data.md)",
+    )  # fmt: skip
+
+    def __post_init__(self):
+        chat_formats.check_fields(self.fields)
 
 
 def _read_tasks(inputs: Inputs) -> list[dict]:
@@ -62,16 +72,20 @@ def _read_tasks(inputs: Inputs) -> list[dict]:
     return tasks
 
 
-def _generator(path):
+def _generator(path, model_args: ModelArgs):
     from llmforge.gen import TransformersGenerator
 
-    model, tokenizer = trl_bridge.load_model(path)
+    model, tokenizer = trl_bridge.load_model(path, model_args=model_args)
     return TransformersGenerator(model, tokenizer, template_kwargs={"enable_thinking": False})
 
 
 def build_pairs(cfg: Config, inputs: Inputs, out: Run) -> tuple[list[dict], str]:
     """All preference rows of the run and where they came from (saved as pairs.jsonl)."""
-    rows = [r for ref in inputs.all("data") for r in chat_data.load_source(ref.path, "preference")]
+    rows = [
+        r
+        for ref in inputs.all("data")
+        for r in chat_data.load_source(ref.path, "preference", cfg.fields)
+    ]
     tasks, source = _read_tasks(inputs), "files"
     strong, weak = inputs.get("strong"), inputs.get("weak")
     if (strong is None) != (weak is None):
@@ -81,8 +95,8 @@ def build_pairs(cfg: Config, inputs: Inputs, out: Run) -> tuple[list[dict], str]
     if tasks and strong:
         prompts = [pairs.task_prompt(t) for t in tasks]
         rows += pairs.delta_pairs(
-            _generator(strong.path),
-            _generator(weak.path),
+            _generator(strong.path, cfg.model),
+            _generator(weak.path, cfg.model),
             prompts,
             max_new_tokens=cfg.pairs.max_new_tokens,
             temperature=cfg.pairs.temperature,
@@ -93,7 +107,7 @@ def build_pairs(cfg: Config, inputs: Inputs, out: Run) -> tuple[list[dict], str]
         from llmforge.verifiers import combine
 
         rows += pairs.verifier_pairs(
-            _generator(inputs.one("model").path),
+            _generator(inputs.one("model").path, cfg.model),
             tasks,
             combine(cfg.pairs.reward),
             k=cfg.pairs.k,
@@ -119,9 +133,15 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
         rows, cfg.dpo.heldout_fraction, cfg.dpo.heldout_max, cfg.train.seed
     )
     held = [r for r in held if "label" not in r]
-    model, tokenizer = trl_bridge.load_model(model_ref.path, cfg.lora)
+    model, tokenizer = trl_bridge.load_model(model_ref.path, cfg.lora, cfg.model)
     ref = inputs.get("ref")
-    ref_model = trl_bridge.load_model(ref.path)[0] if ref and cfg.dpo.loss != "orpo" else None
+    ref_model = None
+    if ref and cfg.dpo.loss != "orpo":
+        ref_model = trl_bridge.load_model(ref.path, model_args=cfg.model)[0]
+    elif cfg.lora.mode == "full" and not trl_bridge.has_own_chat_template(model_ref.path):
+        # TRL would reload the reference from disk, without the embedding rows of the tokens
+        # the added chat template brought.
+        ref_model = copy.deepcopy(model) if cfg.dpo.loss != "orpo" else None
     before = dpo.preference_metrics(model, tokenizer, held, cfg.dpo.think)
     trainer = dpo.trainer_for(
         model,
@@ -167,13 +187,15 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the policy to train"),
+        "model": Role(
+            kinds=("model",), min=1, max=1, help="the policy: an artifact or any causal-LM dir"
+        ),
         "data": Role(
             kinds=("raw",),
             min=0,
             max=None,
-            help="preference jsonl/parquet: prompt, chosen, rejected (or completion, "
-            "label for KTO)",
+            help="preference jsonl/parquet/save_to_disk: prompt, chosen, rejected as strings or "
+            "message lists (or completion, label for KTO)",
         ),
         "prompts": Role(
             kinds=("raw",),

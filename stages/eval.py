@@ -60,8 +60,9 @@ def run(cfg: Config, inputs: Inputs, out) -> dict:
     results: dict = {"models": {}, "config": {"sampling": vars(plan.sampling), "sandbox": wall}}
     for label, ref in zip(_labels(models), models):
         log.info(f"evaluating {label}")
+        manifest = ref.manifest or {"id": ref.id}  # an outside model: its content id
         results["models"][label] = suite.evaluate_model(
-            ref.path, ref.manifest or {}, plan, out.dir / "samples" / label
+            ref.path, manifest, plan, out.dir / "samples" / label
         )
     (out.dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     metrics = {**_metrics(results), "sandbox": wall}
@@ -135,7 +136,12 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=0, max=None, help="models to evaluate"),
+        "model": Role(
+            kinds=("model",),
+            min=0,
+            max=None,
+            help="models to evaluate: artifacts or any causal-LM checkpoint dirs",
+        ),
         "tokens": Role(
             kinds=("tokens",),
             min=0,
@@ -146,7 +152,7 @@ STAGE = Stage(
             kinds=("raw",),
             min=0,
             max=None,
-            help="raw documents (jsonl, parquet, text folder) for loss per domain",
+            help="raw documents (jsonl, parquet, save_to_disk, text folder) for loss per domain",
         ),
         "task": Role(kinds=("raw",), min=0, max=None, help="task files: jsonl or YAML"),
         "harness": Role(kinds=("raw",), min=0, max=1, help="folder of local lm-eval task YAML"),

@@ -1,10 +1,12 @@
-"""The midtrain stage: a model artifact plus tokens artifact(s) to a model artifact.
+"""The midtrain stage: a model (artifact or stock checkpoint) plus tokens to a model artifact.
 
     llmforge midtrain BASE_MODEL tokens=TOKENS [mixture=MIX] -c recipes/tiny/midtrain.yaml
 
 Continued pretraining on a new mixture (reasoning, code, long or curated data) with its own
 schedule, on the same engine as pretrain: the model is loaded with `load_gpt` (our export
-or a stock Llama/Qwen3/SmolLM3 directory), trained, and exported again with its tokenizer.
+or a stock Llama/Qwen3/SmolLM3 directory, with or without a manifest), its logits are checked
+against transformers' own class before any training, and it is exported again with its
+tokenizer, as the family and dtype it came in.
 Checkpoints, resume, preemption and torchrun work as in pretrain.
 """
 
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmforge import distributed
 from llmforge.artifact import Run
 from llmforge.config import param
 from llmforge.data.loader import DataConfig
 from llmforge.distributed import barrier
-from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
 from llmforge.train.engine import seed_everything, train_model
@@ -35,11 +38,14 @@ class Config:
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     seed_everything(cfg.train.seed)
     source = inputs.one("model")
-    model, metrics = train_model(load_gpt(source.path), spec_for(cfg, inputs), out)
-    if out.is_main:
-        export_hf(model, out.dir, source.path)  # the model directory holds its tokenizer
+    model = load_gpt(source.path)
+    # rank 0 checks; every rank hears the verdict (a failed import stops them all)
+    parity = distributed.main_decides(lambda: check_import_parity(source.path, model))
+    model, metrics = train_model(model, spec_for(cfg, inputs), out)
+    if out.is_main:  # the model directory holds its tokenizer
+        export_hf(model, out.dir, source.path, **stock_export_args(source.path))
     barrier()
-    return metrics
+    return {**metrics, "import_parity_max_diff": parity}
 
 
 STAGE = Stage(
@@ -48,7 +54,12 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the model to continue training"),
+        "model": Role(
+            kinds=("model",),
+            min=1,
+            max=1,
+            help="the model to continue: an artifact or a stock Llama/Qwen3/SmolLM3 dir",
+        ),
         "tokens": Role(kinds=("tokens",), min=1, max=None, help="training data (val split too)"),
         "mixture": Role(kinds=("mixture",), min=0, max=1, help="domain weights"),
     },

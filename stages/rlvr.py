@@ -16,6 +16,7 @@ from pathlib import Path
 
 from llmforge import distributed, log, sandbox
 from llmforge.artifact import Run
+from llmforge.causal_lm import ModelArgs
 from llmforge.errors import RunFailed
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import assign_modes, read_prompts
@@ -26,9 +27,10 @@ from llmforge.train import tracking
 Config = RLConfig
 
 
-def load_policy(path: Path):
-    """Model (fp32, train mode, on this rank's device) and tokenizer of a `model` artifact."""
-    model, tokenizer = load_model(path)
+def load_policy(path: Path, model_args: ModelArgs | None = None):
+    """Model (fp32, train mode, on this rank's device) and tokenizer of a `model` artifact
+    or checkpoint dir."""
+    model, tokenizer = load_model(path, model_args=model_args)
     return distributed.place(model.float().train()), tokenizer
 
 
@@ -170,7 +172,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     model_ref = inputs.one("model")
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
     rows = assign_modes(rows, cfg.rollout.modes)
-    model, tokenizer = load_policy(model_ref.path)
+    model, tokenizer = load_policy(model_ref.path, cfg.model)
     generator = make_generator(cfg, model, tokenizer, model_ref.path, out.work)
     t0 = time.time()
     try:
@@ -194,12 +196,14 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the policy to train"),
+        "model": Role(
+            kinds=("model",), min=1, max=1, help="the policy: an artifact or any causal-LM dir"
+        ),
         "prompts": Role(
             kinds=("raw",),
             min=1,
             max=None,
-            help="task jsonl: id, prompt, reference, tests, verifier, chat",
+            help="task jsonl/parquet/save_to_disk: id, prompt, reference, tests, verifier, chat",
         ),
     },
     default_role="model",

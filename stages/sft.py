@@ -1,9 +1,12 @@
-"""The sft stage: supervised fine-tuning of a `model` artifact on chat data, via TRL.
+"""The sft stage: supervised fine-tuning of a model on chat data, via TRL.
 
     llmforge sft model=artifacts/midtrain math=data/math_chat.jsonl chat=data/chat.parquet \\
         -s mix.math=[1.0,0.5] -s mix.chat=[1.0,2.0] -o artifacts/sft
 
-Each non-model input is one chat source (jsonl or parquet); its name is the role
+The model is a `model` artifact or any causal-LM checkpoint directory (an outside input,
+published as the architecture it came in). Each non-model input is one chat source (jsonl,
+parquet or a `datasets` save_to_disk folder, in any format of `chat_formats`); its name is
+the role
 (`math=PATH`) or, for a bare path, the file name. Weights per source may change per epoch.
 Before training a style check scores every source with the student; held-out assistant
 loss and think/no_think format compliance are measured before and after training.
@@ -16,9 +19,10 @@ from dataclasses import dataclass
 
 from llmforge import log
 from llmforge.artifact import Ref, Run
+from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.errors import BadInput
-from llmforge.post import chat_data, sft, style_check, trl_bridge
+from llmforge.post import chat_data, chat_formats, sft, style_check, trl_bridge
 from llmforge.post.sft import SFTOptions
 from llmforge.post.style_check import StyleArgs
 from llmforge.post.trl_bridge import LoraArgs, TrainArgs
@@ -39,16 +43,22 @@ class EvalArgs:
 
 @dataclass(frozen=True)
 class Config:
+    model: ModelArgs = param(ModelArgs(), "how the input model loads (remote code)")
     train: TrainArgs = param(TrainArgs(), "optimisation and loop")
     lora: LoraArgs = param(LoraArgs(), "full fine-tuning or a LoRA/QLoRA adapter")
     sft: SFTOptions = param(SFTOptions(), "loss, packing, think budget, held-out split")
     mix: dict[str, tuple[float, ...]] = param(
         {}, "weight per source name, one per epoch (the last repeats); unnamed sources get 1.0"
     )
+    fields: dict[str, str] = param(
+        {}, "your column names for llmforge's fields, e.g. {messages: dialog, role: speaker, "
+        "content: text} (see docs/data.md)",
+    )  # fmt: skip
     style: StyleArgs = param(StyleArgs(), "reasoning-style check before training")
     eval: EvalArgs = param(EvalArgs(), "before/after measurements")
 
     def __post_init__(self):
+        chat_formats.check_fields(self.fields)
         for name, ws in self.mix.items():
             check(
                 len(ws) >= 1 and all(w >= 0 for w in ws),
@@ -63,7 +73,7 @@ def source_name(ref: Ref) -> str:
     return ref.path.name.split(".")[0]
 
 
-def load_sources(inputs: Inputs) -> dict[str, list[dict]]:
+def load_sources(inputs: Inputs, fields: dict[str, str]) -> dict[str, list[dict]]:
     sources: dict[str, list[dict]] = {}
     for ref in inputs.refs:
         if ref.role == "model":
@@ -74,7 +84,7 @@ def load_sources(inputs: Inputs) -> dict[str, list[dict]]:
                 f"two inputs share the source name '{name}'; name them as NAME=PATH",
                 path=str(ref.path),
             )
-        sources[name] = chat_data.load_source(ref.path, "chat")
+        sources[name] = chat_data.load_source(ref.path, "chat", fields)
     if not sources:
         raise BadInput("sft needs at least one chat data input (NAME=PATH)")
     return sources
@@ -116,8 +126,8 @@ def _formats(cfg: Config, trainer, tokenizer, held) -> dict:
 
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     model_ref = inputs.one("model")
-    sources = load_sources(inputs)
-    model, tokenizer = trl_bridge.load_model(model_ref.path, cfg.lora)
+    sources = load_sources(inputs, cfg.fields)
+    model, tokenizer = trl_bridge.load_model(model_ref.path, cfg.lora, cfg.model)
     report, weights = _style(cfg, model, tokenizer, sources)
     train_src, held, cut = _split(cfg, sources, tokenizer)
     stream = chat_data.mixed_stream(train_src, weights, cfg.train.epochs, cfg.train.seed)
@@ -170,12 +180,18 @@ STAGE = Stage(
     config=Config,
     run=run,
     roles={
-        "model": Role(kinds=("model",), min=1, max=1, help="the model to fine-tune"),
+        "model": Role(
+            kinds=("model",),
+            min=1,
+            max=1,
+            help="the model to fine-tune: an artifact or any causal-LM checkpoint dir",
+        ),
         "*": Role(
             kinds=("raw",),
             min=0,
             max=None,
-            help="NAME=PATH chat source (jsonl, jsonl.gz or parquet; file or folder)",
+            help="NAME=PATH chat source: jsonl(.gz), parquet, a folder of them or a datasets "
+            "save_to_disk folder; rows: messages, ShareGPT conversations or prompt/completion",
         ),
     },
     default_role="data",

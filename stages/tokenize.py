@@ -25,7 +25,7 @@ from pathlib import Path
 from llmforge import artifact, log
 from llmforge.artifact import Ref, Run
 from llmforge.config import check, param
-from llmforge.data import shards, sources, tokens
+from llmforge.data import rows, shards, sources, tokens
 from llmforge.data import tokenizer as toklib
 from llmforge.errors import BadInput
 from llmforge.slurm import ArrayConfig
@@ -66,16 +66,26 @@ def _input_files(inputs: list[Ref]) -> list[shards.InputFile]:
     for ref in inputs:
         path = ref.path / "documents" if ref.kind == "corpus" else ref.path
         fallback = ref.role if ref.role != "data" else ref.path.name.split(".")[0]
+        if rows.is_saved_dataset(path):  # read whole by `datasets`, one task's part
+            size = sum(f.stat().st_size for f in sources.source_files(path))
+            files.append(shards.InputFile(str(path), fallback, size))
+            continue
         files += [
             shards.InputFile(str(f), fallback, f.stat().st_size) for f in sources.source_files(path)
         ]
     return files
 
 
+def _tokenizer_path(given: Ref) -> Path:
+    return given.path / "tokenizer" if given.kind == "tokens" else given.path
+
+
 def _tokenizer(cfg: Config, files: list[shards.InputFile], given: Ref | None):
     if given is not None:
-        path = given.path / "tokenizer" if given.kind == "tokens" else given.path
-        return toklib.load_tokenizer_json(path), "given"
+        path = _tokenizer_path(given)
+        # A transformers tokenizer stays as it is (a model's embeddings fit its ids); a bare
+        # tokenizer.json gets our special tokens, as a trained one has.
+        return toklib.load_tokenizer_json(path, add_missing=not path.is_dir()), "given"
     budget = int(cfg.train_sample_mb * 1e6)
 
     def texts():
@@ -94,14 +104,14 @@ def _tokenizer(cfg: Config, files: list[shards.InputFile], given: Ref | None):
     return toklib.train_bpe(texts(), cfg.vocab_size, cfg.min_frequency), "trained"
 
 
-def _run_tasks(cfg: Config, files: list[shards.InputFile], out: Run) -> list[Path]:
+def _run_tasks(cfg: Config, files: list[shards.InputFile], out: Run, eos: int) -> list[Path]:
     """Cut the files into tasks, run the pending ones (locally or on Slurm); the task files."""
     parts = shards.plan_tasks(files, cfg.tasks)
     if len(parts) < cfg.tasks:
         log.warn(f"{cfg.tasks} tasks asked for but only {len(files)} input files: {len(parts)}")
     folder = out.work / "tasks"
     options = dict(text_field=cfg.text_field, skip_bad_lines=cfg.skip_bad_lines,
-                   min_chars=cfg.min_chars, batch_docs=cfg.batch_docs)  # fmt: skip
+                   min_chars=cfg.min_chars, batch_docs=cfg.batch_docs, eos=eos)  # fmt: skip
     paths = shards.write_tasks(parts, folder, out.dir / tokens.SHARDS,
                                out.dir / "tokenizer" / "tokenizer.json", **options)  # fmt: skip
     if cfg.slurm.enabled:
@@ -122,16 +132,22 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     if not data:
         raise BadInput("tokenize needs at least one data input (domain=PATH)")
     files = _input_files(data)
-    tok, origin = _tokenizer(cfg, files, inputs.get("tokenizer"))
-    toklib.save_for_transformers(tok, out.dir / "tokenizer")
+    given = inputs.get("tokenizer")
+    tok, origin = _tokenizer(cfg, files, given)
+    tok_dir = out.dir / "tokenizer"
+    if given is not None and _tokenizer_path(given).is_dir():
+        toklib.copy_tokenizer_files(_tokenizer_path(given), tok_dir)
+        eos = toklib.document_separator(tok, _tokenizer_path(given))
+    else:
+        toklib.save_for_transformers(tok, tok_dir)
+        eos = tok.token_to_id(toklib.DOC_SEP)
     t0 = time.time()
-    paths = _run_tasks(cfg, files, out)
+    paths = _run_tasks(cfg, files, out, eos)
     domains, counts = shards.merge(paths, out.dir, cfg.seed, cfg.val_fraction, cfg.val_min_docs)
     encode_s = time.time() - t0
     if cfg.skip_bad_lines:
         shards.merged_rejects(paths, out.dir / "rejects.jsonl")
     dtype = tokens.dtype_for(tok.get_vocab_size())
-    eos = tok.token_to_id(toklib.DOC_SEP)
     tokens.write_meta(out.dir, domains, dtype, eos, tok.get_vocab_size(), counts)
     per_domain = {split: tokens.TokenStore(out.dir, split).domain_tokens() for split in counts}
     tok_cfg = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency, "origin": origin}

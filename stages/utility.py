@@ -23,6 +23,8 @@ def show(
     """Print an artifact's manifest and metrics readably (stderr; --json prints it on stdout)."""
 
     def body() -> None:
+        if _is_outside(path):
+            return _show_outside(path, as_json)
         manifest = artifact.read_manifest(path)
         if as_json:
             print(json.dumps(manifest, indent=2))
@@ -38,13 +40,42 @@ def show(
         )
         table.add_row("host", " ".join(f"{k}={v}" for k, v in manifest.get("host", {}).items()))
         for inp in manifest.get("inputs", []):
-            table.add_row(f"input {inp['role']}", f"{inp['kind']} {inp['id']} {inp['path']}")
+            table.add_row(f"input {inp['role']}", _input_text(inp))
         size = sum(f["size"] for f in manifest["files"].values())
         table.add_row("files", f"{len(manifest['files'])} files, {size / 1e6:.2f} MB")
         log.console.print(table)
         log.console.print(_metrics_table(manifest.get("metrics", {})))
 
     run_cli(body)
+
+
+def _is_outside(path: Path) -> bool:
+    """A path with no manifest that is not an unfinished run: shown as an outside input."""
+    manifest = (path / artifact.MANIFEST).is_file()
+    return path.exists() and not manifest and not path.name.endswith(".partial")
+
+
+def _input_text(inp: dict) -> str:
+    text = f"{inp['kind']} {inp['id']} {inp['path']}"
+    if inp.get("outside"):
+        text += f" (outside input: {inp['outside']['detected']}, sha256 {inp['outside']['sha256']})"
+    return text
+
+
+def _show_outside(path: Path, as_json: bool) -> None:
+    """What a stage would record for a path llmforge did not write: kind, id, hash."""
+    ref = artifact.open_outside(path, artifact.outside.OUTSIDE_KINDS)
+    record = ref.record()
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return
+    table = Table(title=f"{path} (outside input, no manifest)", show_header=False,
+                  title_justify="left")  # fmt: skip
+    for key in ("kind", "id", "path"):
+        table.add_row(key, str(record[key]))
+    table.add_row("detected", ref.outside["detected"])
+    table.add_row("sha256", ref.outside["sha256"])
+    log.console.print(table)
 
 
 def _metrics_table(metrics: dict) -> Table:
@@ -61,6 +92,10 @@ def lineage(path: PathArg) -> None:
     """Print the tree of inputs back to raw data."""
 
     def body() -> None:
+        if _is_outside(path):
+            ref = artifact.open_outside(path, artifact.outside.OUTSIDE_KINDS)
+            log.console.print(Tree(_label(artifact.outside_node(ref.record()))))
+            return
         node = artifact.lineage(path)
         if node["kind"] == "missing":
             raise BadInput(node["error"])
@@ -75,7 +110,8 @@ def _label(node: dict) -> str:
     role = f"[dim]{node['role']}:[/] " if node.get("role") else ""
     stage = f" [cyan]{node['stage']}[/]" if node.get("stage") else ""
     err = f" [red]{node['error']}[/]" if node.get("error") else ""
-    return f"{role}[bold]{node['kind']}[/]{stage} {node['id']} {node['path']}{err}"
+    ext = f" [magenta](outside: {node['outside']['detected']})[/]" if node.get("outside") else ""
+    return f"{role}[bold]{node['kind']}[/]{stage} {node['id']} {node['path']}{ext}{err}"
 
 
 def _grow(tree: Tree, node: dict) -> None:

@@ -64,6 +64,13 @@ def make_corpus(root: Path, n: int = 200, seed: int = 0) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_hash_cache(tmp_path_factory):
+    """Hashes of outside inputs go to this session's cache, not the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("hash-cache") / "file-hashes.json"
+    os.environ.setdefault("LLMFORGE_HASH_CACHE", str(cache))
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
     return make_corpus(tmp_path_factory.mktemp("corpus"))

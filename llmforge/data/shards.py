@@ -60,6 +60,7 @@ class Task:
     skip_bad_lines: bool = False
     min_chars: int = 1
     batch_docs: int = 1000
+    eos: int = -1  # the id that ends each document (-1: the tokenizer's <|endoftext|>)
 
     @property
     def name(self) -> str:
@@ -129,8 +130,9 @@ def _documents(task: Task, rejects: sources.Rejects):
 def run_task(task_path: str | Path, bar: log.Bar | None = None) -> dict:
     """Encode one task's files into its shard and write its result; returns the result."""
     task = read_task(Path(task_path))
-    tok = toklib.load_tokenizer_json(Path(task.tokenizer))
-    eos = tok.token_to_id(toklib.DOC_SEP)
+    # the published tokenizer as it is: a model's own one must gain no ids past its embedding
+    tok = toklib.load_tokenizer_json(Path(task.tokenizer), add_missing=False)
+    eos = task.eos if task.eos >= 0 else tok.token_to_id(toklib.DOC_SEP)
     task.rejects_path().unlink(missing_ok=True)  # a re-run starts the task over
     rejects = sources.Rejects(task.rejects_path() if task.skip_bad_lines else None)
     shard_tmp = Path(task.folder) / f"{task.name}.bin.tmp"  # outside the payload until done

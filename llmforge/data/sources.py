@@ -1,4 +1,5 @@
-"""Reading raw documents: jsonl (plain, .gz, .bz2, .xz, .zst), parquet, or text files.
+"""Reading raw documents: jsonl (plain, .gz, .bz2, .xz, .zst), parquet, a `datasets`
+save_to_disk folder, or a folder of text files.
 
 Every document comes out as a `Doc(id, text, domain)`. Bad input raises `BadInput` naming
 the file and line, unless `skip_bad_lines` is on: then the bad line is counted and written
@@ -18,11 +19,10 @@ from typing import IO
 import orjson
 
 from llmforge import textfiles
+from llmforge.data import rows
 from llmforge.errors import BadInput
 
-JSONL_SUFFIXES = tuple(
-    base + c for base in (".jsonl", ".json", ".ndjson") for c in textfiles.COMPRESSIONS
-) + (".jsonl", ".ndjson")
+JSONL_SUFFIXES = rows.JSONL_SUFFIXES
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".text")
 
 
@@ -63,11 +63,14 @@ class Rejects:
 
 
 def source_files(path: Path) -> list[Path]:
-    """The readable files behind an input path, in a deterministic order."""
+    """The readable files behind an input path, in a deterministic order (for a `datasets`
+    save_to_disk folder, its Arrow files)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise BadInput("no such file or directory", path=str(path))
+    if rows.is_saved_dataset(path):
+        return sorted(path.rglob("*.arrow"))
     files = sorted(
         f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".") and _readable(f)
     )
@@ -90,6 +93,9 @@ def iter_documents(
 ) -> Iterator[Doc]:
     """Stream documents from one input path; `domain` labels them unless rows carry one."""
     rejects = rejects or Rejects()
+    if rows.is_saved_dataset(Path(path)):
+        yield from _read_dataset(Path(path), domain, text_field)
+        return
     for f in source_files(Path(path)):
         name = f.name.lower()
         if name.endswith(JSONL_SUFFIXES):
@@ -132,25 +138,9 @@ def _parse_line(raw: bytes, f: Path, lineno: int, domain: str, text_field: str) 
     return Doc(doc_id, text, str(row.get("domain") or domain))
 
 
-def parquet_batches(f: Path, need: str | None = None) -> Iterator[dict[str, list]]:
-    """The columns of a parquet file, batch by batch; BadInput if the file does not decode
-    (truncated, corrupt, not parquet) or lacks the column `need`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.ParquetFile(f)
-        if need is not None and need not in table.schema_arrow.names:
-            raise BadInput(f"parquet has no column '{need}'", path=str(f))
-        for batch in table.iter_batches(batch_size=4096):
-            yield batch.to_pydict()
-    except (pa.ArrowException, OSError) as e:
-        raise BadInput(f"corrupt or truncated parquet: {e}", path=str(f)) from None
-
-
 def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
     row = 0
-    for cols in parquet_batches(f, text_field):
+    for cols in rows.parquet_batches(f, text_field):
         for i, text in enumerate(cols[text_field]):
             row += 1
             if not isinstance(text, str):
@@ -158,6 +148,14 @@ def _read_parquet(f: Path, domain: str, text_field: str) -> Iterator[Doc]:
             doc_id = str(cols["id"][i]) if "id" in cols else f"{f.stem}:{row}"
             dom = cols["domain"][i] if "domain" in cols and cols["domain"][i] else domain
             yield Doc(doc_id, text, str(dom))
+
+
+def _read_dataset(path: Path, domain: str, text_field: str) -> Iterator[Doc]:
+    for row, i in rows.read_rows(path):
+        text = row.get(text_field)
+        if not isinstance(text, str):
+            raise BadInput(f"field '{text_field}' is not a string", path=str(path), line=i)
+        yield Doc(str(row.get("id", f"{path.name}:{i}")), text, str(row.get("domain") or domain))
 
 
 def _read_text(f: Path, domain: str, root: Path) -> Doc:

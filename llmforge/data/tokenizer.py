@@ -84,8 +84,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     return tok
 
 
-def load_tokenizer_json(path: Path):
-    """A `tokenizers.Tokenizer` from a tokenizer.json, a transformers dir or an artifact."""
+def load_tokenizer_json(path: Path, add_missing: bool = True):
+    """A `tokenizers.Tokenizer` from a tokenizer.json, a transformers dir or an artifact.
+
+    `add_missing` adds our special tokens it lacks; off for a model's own tokenizer, whose
+    new ids would lie past the model's embedding rows."""
     from tokenizers import Tokenizer
 
     path = Path(path)
@@ -97,9 +100,23 @@ def load_tokenizer_json(path: Path):
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
         raise BadInput(f"cannot load tokenizer: {e}", path=str(file)) from None
     missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
-    if missing:
+    if missing and add_missing:
         tok.add_special_tokens(missing)
     return tok
+
+
+def document_separator(tok, path: Path) -> int:
+    """The id that ends each document in a token store: <|endoftext|>, else the eos token
+    of the transformers tokenizer at `path` (Llama 3 has <|end_of_text|>, Mistral </s>)."""
+    if tok.token_to_id(DOC_SEP) is not None:
+        return tok.token_to_id(DOC_SEP)
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(str(path)).eos_token if Path(path).is_dir() else None
+    if eos is None or tok.token_to_id(eos) is None:
+        raise BadInput(f"the tokenizer has neither {DOC_SEP} nor an eos token to end documents "
+                       "with", path=str(path))  # fmt: skip
+    return tok.token_to_id(eos)
 
 
 def save_for_transformers(tok, out_dir: Path, model_max_length: int = 1 << 17) -> None:
@@ -127,6 +144,7 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
         "tokenizer_config.json",
         "special_tokens_map.json",
         "chat_template.jinja",
+        "chat_template.json",
         "added_tokens.json",
     ):
         if (src / name).is_file():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.data import sources
 from llmforge.errors import BadInput
@@ -121,6 +122,7 @@ class HarnessSection:
 
 @dataclass(frozen=True)
 class Config:
+    model: ModelArgs = param(ModelArgs(), "how the models load (remote code)")
     tasks: list[str] = param([], f"built-in tasks: {', '.join(BUILTINS)}")
     backend: Literal["transformers", "vllm"] = param("transformers", "generation backend")
     device: str = param("cpu", "torch device for the transformers backend, loss and probes")
@@ -211,6 +213,7 @@ def build_plan(
         device=cfg.device,
         sample=cfg.sample,
         answer_bpb=cfg.answer_bpb,
+        trust_remote_code=cfg.model.trust_remote_code,
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from llmforge import log, textfiles
 from llmforge.artifact import lineage
+from llmforge.data import rows as row_files
 from llmforge.data import sources
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -90,10 +91,15 @@ def training_sources(model_path: str | Path) -> list[Source]:
 
 def iter_texts(path: Path) -> Iterator[tuple[str, str]]:
     """(doc id, text) of every row in a source, whatever its schema (chat, prefs, tasks)."""
+    if row_files.is_saved_dataset(path):
+        yield from _row_texts(row_files.read_rows(path), path.name)
+        return
     for f in sources.source_files(path):
         name = f.name.lower()
         if name.endswith(sources.JSONL_SUFFIXES):
             yield from _jsonl_texts(f)
+        elif name.endswith(".parquet"):  # any columns: chat, preference or task rows
+            yield from _row_texts(row_files.read_rows(f), f.name)
         else:
             for doc in sources.iter_documents(f, "x"):
                 yield doc.id, doc.text
@@ -105,9 +111,20 @@ def _jsonl_texts(f: Path) -> Iterator[tuple[str, str]]:
             row = json.loads(raw.decode("utf-8", errors="replace"))
         except json.JSONDecodeError:
             continue  # the training stage already decided about bad lines
-        text = row.get("text") if isinstance(row, dict) else None
-        doc_id = str(row.get("id", f"{f.name}:{lineno}")) if isinstance(row, dict) else ""
-        yield doc_id, text if isinstance(text, str) else "\n".join(_strings(row))
+        if isinstance(row, dict):
+            yield from _row_texts([(row, lineno)], f.name)
+        else:
+            yield "", "\n".join(_strings(row))
+
+
+def _row_texts(pairs, name: str) -> Iterator[tuple[str, str]]:
+    """A row's `text`, else every string in it (messages, prompt, chosen, ...)."""
+    for row, line in pairs:
+        text = row.get("text")
+        yield (
+            str(row.get("id", f"{name}:{line}")),
+            (text if isinstance(text, str) else "\n".join(_strings(row))),
+        )
 
 
 def _strings(value) -> Iterator[str]:

@@ -50,7 +50,7 @@ def stage_artifacts(rows: list[Row]) -> dict[str, list[tuple[Path, dict]]]:
     def visit(node: dict) -> None:
         for child in node.get("inputs", []):
             visit(child)
-        if node.get("kind") in ("raw", "missing") or node["id"] in seen:
+        if node.get("kind") in ("raw", "missing") or node.get("outside") or node["id"] in seen:
             return
         seen.add(node["id"])
         path = Path(node["path"])

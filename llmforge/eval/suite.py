@@ -7,7 +7,6 @@ stage builds a Plan from its config and inputs and calls this for each model.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,21 +37,15 @@ class Plan:
     sample: bool = True  # generate and verify completions for tasks
     answer_bpb: bool = True  # bits-per-byte of each task's gold answer
     device: str = "cpu"
+    trust_remote_code: bool = False
 
 
-def register_model_classes() -> None:
-    """Import llmforge's transformers registration when it exists (custom architectures)."""
-    if importlib.util.find_spec("llmforge.model.hf") is not None:
-        importlib.import_module("llmforge.model.hf")
+def load(path: Path, device: str = "cpu", trust_remote_code: bool = False):
+    """(model, tokenizer) of a model artifact or any causal-LM directory, in eval mode."""
+    from llmforge import causal_lm
 
-
-def load(path: Path, device: str = "cpu"):
-    """(model, tokenizer) of a model artifact, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    register_model_classes()
-    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(str(path))
+    model, tokenizer = causal_lm.load(path, trust_remote_code)
+    return model.to(device).eval(), tokenizer
 
 
 def make_generator(path: Path, plan: Plan, model=None, tokenizer=None):
@@ -75,8 +68,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def evaluate_model(path: Path, manifest: dict, plan: Plan, samples_dir: Path) -> dict:
     """results.json entry of one model; per-sample rows go to `samples_dir`."""
-    entry: dict = {"path": str(path), "id": manifest.get("id"), "stage": manifest.get("stage")}
-    model, tokenizer = load(path, plan.device)
+    entry: dict = {
+        "path": str(path),
+        "id": manifest.get("id"),
+        "stage": manifest.get("stage") or "",
+    }
+    model, tokenizer = load(path, plan.device, plan.trust_remote_code)
     if plan.tokens_path is not None or plan.texts:
         entry["loss"] = _loss(model, tokenizer, plan)
     if plan.tasks:

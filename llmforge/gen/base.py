@@ -69,18 +69,29 @@ def generate_in_modes(generator: Generator, prompts: Sequence[Prompt],
 
 
 def render_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> str:
-    """A message list through the tokenizer's chat template (with the generation prompt)."""
+    """A message list through the tokenizer's chat template (with the generation prompt).
+
+    A base model with no chat template gets the turns' contents as plain text, as lm-eval
+    prompts base models."""
     if isinstance(prompt, str):
         return prompt
+    if not has_chat_template(tokenizer):
+        return "\n\n".join(m.get("content") or "" for m in prompt)
     return tokenizer.apply_chat_template(
         list(prompt), add_generation_prompt=True, tokenize=False, **template_kwargs
     )
 
 
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def encode_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> list[int]:
-    """Token ids of one prompt; a chat-rendered prompt carries its own special tokens."""
+    """Token ids of one prompt; a prompt rendered by a chat template carries its own special
+    tokens (a tokenizer without a template gets the messages as plain text, and its own)."""
     text = render_prompt(tokenizer, prompt, **template_kwargs)
-    return tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+    chat = not isinstance(prompt, str) and has_chat_template(tokenizer)
+    return tokenizer(text, add_special_tokens=not chat)["input_ids"]
 
 
 def to_completion(tokenizer, tokens: list[int], logprobs: list[float], stop_ids,

@@ -23,6 +23,11 @@ class TransformersGenerator:
         self.batch_size = batch_size
         self.template_kwargs = dict(template_kwargs or {})
         self.stop_ids = stop_token_ids(tokenizer)
+        # A model's generation config may stop at more ids (Llama 3: <|eot_id|> and others).
+        extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        for i in extra if isinstance(extra, list) else [extra]:
+            if i is not None and i not in self.stop_ids:
+                self.stop_ids.append(i)
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.stop_ids[0] if self.stop_ids else 0

@@ -40,13 +40,19 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from llmforge.causal_lm import read_json_object as _read_json
 from llmforge.config import from_dict, to_dict
 from llmforge.errors import BadInput, ConfigError
 from llmforge.model.gpt import GPT, ModelConfig, RopeScaling, rope_frequencies
 
 OUR_CONFIG = "llmforge_model.json"
 WEIGHTS = "model.safetensors"
-_SKIP_TOKENIZER_FILES = {"manifest.json", "metrics.jsonl"}
+# Files of the source model that export writes itself, or that must not travel (stale
+# weight shards beside the new model.safetensors would be what a sharded loader reads).
+_NOT_TOKENIZER_FILES = {"manifest.json", "metrics.jsonl", "config.json", "generation_config.json",
+                        OUR_CONFIG}  # fmt: skip
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json", ".gguf", ".msgpack",
+                    ".h5", ".ckpt")  # fmt: skip
 
 # ---------------------------------------------------------------- the custom family
 
@@ -208,9 +214,17 @@ def rope_parameters(cfg: ModelConfig) -> dict:
     return params
 
 
-def hf_config(cfg: ModelConfig, special_tokens: dict | None = None) -> PreTrainedConfig:
-    """The transformers config of the family `hf_architecture(cfg)` picks."""
-    family = hf_architecture(cfg)
+def hf_config(
+    cfg: ModelConfig, special_tokens: dict | None = None, family: str | None = None
+) -> PreTrainedConfig:
+    """The transformers config of `family`, by default the one `hf_architecture(cfg)` picks.
+
+    A SmolLM3 checkpoint whose layers all use RoPE stays SmolLM3 when asked (its features
+    alone would make it a Llama); any other family the features do not allow is refused."""
+    picked = hf_architecture(cfg)
+    family = family or picked
+    if family != picked and (family, picked) != ("smollm3", "llama"):
+        raise ValueError(f"a model with these features exports as {picked}, not {family}")
     config_cls, class_name = _FAMILIES[family]
     common = dict(
         vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_embeddings,
@@ -239,9 +253,12 @@ def export_hf(
     tokenizer_dir: str | Path | None = None,
     *,
     dtype: torch.dtype | None = None,
+    family: str | None = None,
 ) -> None:
     """Write config.json, generation_config.json, model.safetensors, llmforge_model.json and
-    the tokenizer files. `dtype` (e.g. torch.bfloat16) casts the weights; default: as is."""
+    the tokenizer files. `dtype` (e.g. torch.bfloat16) casts the weights; default: as is.
+    `family` keeps a continued checkpoint's architecture (see `hf_config`); a source
+    generation_config.json (sampling defaults, stop ids) is kept as it is."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     special = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # not Llama's 1, 2
@@ -249,12 +266,15 @@ def export_hf(
     if tokenizer_dir is not None:
         special, stop_ids = _copy_tokenizer(Path(tokenizer_dir), out)
     state = _hf_state_dict(model, dtype)
-    config = hf_config(model.cfg, special)
+    config = hf_config(model.cfg, special, family)
     config.dtype = dtype or model.embed_tokens.weight.dtype
     config.save_pretrained(out)
-    generation = GenerationConfig.from_model_config(config)
-    if stop_ids:
-        generation.eos_token_id = stop_ids
+    if tokenizer_dir is not None and (Path(tokenizer_dir) / "generation_config.json").is_file():
+        generation = GenerationConfig.from_pretrained(str(tokenizer_dir))
+    else:
+        generation = GenerationConfig.from_model_config(config)
+        if stop_ids:
+            generation.eos_token_id = stop_ids
     generation.save_pretrained(out)
     save_file(state, str(out / WEIGHTS), metadata={"format": "pt"})
     (out / OUR_CONFIG).write_text(json.dumps(to_dict(model.cfg), indent=2) + "\n")
@@ -294,14 +314,16 @@ def _hf_state_dict(model: GPT, dtype: torch.dtype | None) -> dict[str, torch.Ten
 
 
 def _copy_tokenizer(src: Path, out: Path) -> tuple[dict, list[int]]:
-    """Copy the tokenizer files. Returns its bos/eos/pad ids for the model config, and the
-    ids generation stops at: eos, plus <|im_end|> when the (ChatML) vocabulary has it."""
+    """Copy the tokenizer files (and a checkpoint's README/LICENSE, which travel with its
+    weights). Returns its bos/eos/pad ids for the model config, and the ids generation
+    stops at: eos, plus <|im_end|> when the (ChatML) vocabulary has it."""
     from transformers import AutoTokenizer
 
     if not src.is_dir():
         raise BadInput("tokenizer directory not found", path=str(src))
     for f in src.iterdir():
-        if f.is_file() and f.name not in _SKIP_TOKENIZER_FILES:
+        skip = f.name in _NOT_TOKENIZER_FILES or f.name.endswith(_WEIGHT_SUFFIXES)
+        if f.is_file() and not skip:
             shutil.copy2(f, out / f.name)
     tok = AutoTokenizer.from_pretrained(str(src))
     eos, im_end = tok.eos_token_id, tok.get_vocab().get("<|im_end|>")
@@ -347,16 +369,46 @@ def load_gpt(model_dir: str | Path) -> GPT:
     return model
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"invalid JSON: {e.msg}", path=str(path), line=e.lineno) from None
-    except UnicodeDecodeError as e:
-        raise BadInput(f"not UTF-8 (byte {e.start})", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise BadInput("expected a JSON object", path=str(path))
-    return data
+def stock_export_args(model_dir: str | Path) -> dict:
+    """`export_hf` arguments that give a continued checkpoint back its own family and dtype
+    (Qwen3 in, Qwen3 out; a bf16 checkpoint stays bf16); empty for our custom family."""
+    hf_file = Path(model_dir) / "config.json"
+    hf = _read_json(hf_file) if hf_file.is_file() else {}
+    if hf.get("model_type") not in ("llama", "qwen3", "smollm3"):
+        return {}
+    dtype = getattr(torch, str(hf.get("dtype") or hf.get("torch_dtype") or "float32"), None)
+    return {"family": hf["model_type"], "dtype": dtype if isinstance(dtype, torch.dtype) else None}
+
+
+def check_import_parity(model_dir: str | Path, model: GPT, tokens: int = 32) -> float:
+    """Max |logit difference| between the imported GPT and transformers' own class on the
+    same checkpoint (both fp32, a fixed random batch); BadInput when the import is not exact.
+
+    Costs one more fp32 copy of the model in CPU memory for a moment. Skipped (0.0) for our
+    custom family, whose transformers class runs this very GPT.
+    """
+    path = Path(model_dir)
+    hf = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    if hf.get("model_type") in (None, "llmforge"):
+        return 0.0
+    reference = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    n = min(tokens, model.cfg.max_seq_len)
+    ids = torch.randint(model.cfg.vocab_size, (2, n), generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    with torch.no_grad():
+        want = reference(input_ids=ids, use_cache=False).logits.float()
+        got = model.eval()(ids).logits.float()
+    model.train(was_training)
+    diff = float((got - want).abs().max())
+    tol = 1e-3 * max(1.0, float(want.abs().max()))
+    if not diff <= tol:  # also catches NaN
+        raise BadInput(
+            f"the import into llmforge's model is not exact: its logits differ from "
+            f"transformers' {type(reference).__name__} by up to {diff:.3g} (tolerance "
+            f"{tol:.3g}); config.json uses a feature the import does not map",
+            path=str(path),
+        )
+    return diff
 
 
 def _our_key(hf_key: str) -> str:
@@ -383,7 +435,12 @@ def config_from_hf(hf: dict, where: Path | None = None) -> ModelConfig:
     family = hf.get("model_type")
     where_s = str(where) if where else None
     if family not in ("llama", "qwen3", "smollm3"):
-        raise BadInput(f"model_type {family!r}: only llama, qwen3 and smollm3 import", path=where_s)
+        raise BadInput(
+            f"model_type {family!r}: midtrain and context-extend continue llama, qwen3 and "
+            "smollm3 checkpoints (and llmforge's own); sft, dpo, rlvr and eval take any "
+            "causal LM",
+            path=where_s,
+        )
     missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
     if missing:
         raise BadInput(f"config.json lacks {missing}", path=where_s)

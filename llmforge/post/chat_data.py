@@ -1,7 +1,8 @@
 """Chat (SFT) and preference (DPO) data: loading, schema checks, mixing and the think budget.
 
-Rows follow docs/contract.md. Loading checks every row and names the file and line of the
-first bad one. Several sources are mixed by weight, and the weights may change per epoch
+Rows follow docs/contract.md; `chat_formats` turns the formats users bring (ShareGPT,
+prompt/completion, TRL's conversational preference rows, other column names) into them.
+Loading checks every row and names the file and line of the first bad one. Several sources are mixed by weight, and the weights may change per epoch
 (Motif-2: a static uniform mix converges early and forgets), so the training stream is a
 concatenation of per-epoch mixtures, each shuffled on its own. The Hermes 4 think budget
 cuts each reasoning trace at N tokens; the chat template then closes it with `</think>`, so
@@ -12,54 +13,27 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from llmforge import textfiles
-from llmforge.data.sources import JSONL_SUFFIXES, parquet_batches
+from llmforge.data.rows import data_files, read_rows
 from llmforge.errors import BadInput
+from llmforge.post import assistant_mask, chat_formats
 
 ROLES = ("system", "user", "assistant", "tool")
 MODES = ("think", "no_think")
-_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet")
 
 
-# ---------------------------------------------------------------- reading files
-
-
-def data_files(path: Path) -> list[Path]:
-    """The jsonl/parquet files of a source: the file itself or those in a directory."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if (path / "documents").is_dir():  # a corpus-like artifact keeps its rows there
-        path = path / "documents"
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
-    if not files:
-        raise BadInput("no .jsonl or .parquet files found", path=str(path))
-    return files
-
-
-def read_rows(path: Path) -> Iterator[tuple[dict, int]]:
-    """(row, line) pairs of a jsonl (plain or compressed) or parquet file; parquet lines
-    count rows from 1. Corrupt files and bad lines are BadInput (`llmforge.textfiles`)."""
-    path = Path(path)
-    if path.name.endswith(".parquet"):
-        i = 0
-        for cols in parquet_batches(path):
-            for values in zip(*cols.values(), strict=True):
-                i += 1
-                yield dict(zip(cols, values, strict=True)), i
-        return
-    for i, row in textfiles.json_lines(path):
-        yield row, i
-
-
-# ---------------------------------------------------------------- schemas
+# ---------------------------------------------------------------- reading and schemas
 
 
 def check_chat_row(row: Mapping, path: str, line: int) -> None:
     """Raise BadInput naming the field unless `row` follows the chat schema."""
+    if "messages" not in row:
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise BadInput(f"'{key}' must be a non-empty string", path=path, line=line)
+        return
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadInput("'messages' must be a non-empty list", path=path, line=line)
@@ -95,12 +69,15 @@ def check_preference_row(row: Mapping, path: str, line: int) -> None:
             raise BadInput(f"'{key}' must be a string", path=path, line=line)
 
 
-def load_source(path: Path, kind: str = "chat") -> list[dict]:
-    """Every row of a chat or preference source, checked against its schema."""
+def load_source(path: Path, kind: str = "chat", fields: Mapping[str, str] | None = None):
+    """Every row of a chat or preference source in any format of `chat_formats`, turned
+    into our schema (with the field map applied) and checked."""
+    normalize = chat_formats.chat_row if kind == "chat" else chat_formats.preference_row
     check = check_chat_row if kind == "chat" else check_preference_row
     rows = []
     for file in data_files(path):
         for row, line in read_rows(file):
+            row = normalize(row, chat_formats.Where(str(file), line, fields or {}))
             check(row, str(file), line)
             rows.append(row)
     if not rows:
@@ -170,6 +147,8 @@ def apply_think_budget(row: dict, tokenizer, budget: int) -> tuple[dict, bool]:
     The template closes the reasoning with `</think>` right after the cut, which is the
     Hermes 4 recipe: the model sees the end-of-think marker where its budget ends.
     """
+    if "messages" not in row:  # a plain-text prompt/completion row has no reasoning field
+        return row, False
     cut = False
     messages = []
     for m in row["messages"]:
@@ -201,61 +180,49 @@ def _clean_message(m: Mapping) -> dict:
     content = m.get("content") or ""
     for call in m.get("tool_calls") or []:
         content += "<tool_call>\n" + json.dumps(call, ensure_ascii=False) + "\n</tool_call>"
-    return {"role": m["role"], "content": content, "reasoning": m.get("reasoning") or ""}
+    reasoning = m.get("reasoning") or ""
+    # Both names: ours, and the one Qwen3's and DeepSeek's templates read.
+    return {"role": m["role"], "content": content, "reasoning": reasoning,
+            "reasoning_content": reasoning}  # fmt: skip
 
 
 def tokenize_chat(row: Mapping, tokenizer, loss_on: str = "assistant") -> dict:
     """`input_ids` and (for an assistant-only loss) `assistant_masks` of one chat row.
 
-    The template's {% generation %} spans mark the assistant tokens. On top of that, the
-    tokens the generation prompt itself supplies at inference are not trained: in no_think
-    mode that is the empty `<think>\\n\\n</think>\\n` block, which would otherwise teach the
-    model, on prompts that look identical in both modes, to skip its reasoning.
+    Message rows go through the model's chat template (see `assistant_mask` for how the
+    assistant tokens are found with and without {% generation %} markers); plain-text
+    prompt/completion rows are prompt + completion + eos with no template, as in TRL.
     """
+    if "messages" not in row:
+        return _tokenize_completion(row, tokenizer, loss_on)
+    from jinja2 import TemplateError
+
+    try:
+        return _tokenize_messages(row, tokenizer, loss_on)
+    except TemplateError as e:  # e.g. "Conversation roles must alternate user/assistant"
+        raise BadInput(f"the model's chat template refuses row {row.get('id', '?')}: {e}") from None
+
+
+def _tokenize_messages(row: Mapping, tokenizer, loss_on: str) -> dict:
     chat = to_trl_chat(row)
     messages = chat["messages"]
     kwargs = {k: v for k, v in chat["chat_template_kwargs"].items() if v is not None}
-    enc = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **kwargs
-    )
-    ids = list(enc["input_ids"])
     if loss_on != "assistant":
-        return {"input_ids": ids}
-    mask = list(enc["assistant_masks"])
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    head = _ids(tokenizer, messages[:last], False, kwargs)
-    head_gen = _ids(tokenizer, messages[:last], True, kwargs)
-    if head_gen[: len(head)] == head:
-        _unmask_prompt_suffix(ids, mask, head_gen[len(head) :])
+        text = assistant_mask.render(tokenizer, messages, False, kwargs)
+        return {"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]}
+    if assistant_mask.has_generation_markers(tokenizer):
+        ids, mask = assistant_mask.by_markers(tokenizer, messages, kwargs)
+    else:
+        ids, mask = assistant_mask.by_prefix(tokenizer, messages, kwargs)
     return {"input_ids": ids, "assistant_masks": mask}
 
 
-def _unmask_prompt_suffix(ids: list[int], mask: list[int], suffix: list[int]) -> None:
-    """Zero the mask over the generation-prompt tokens that open the last assistant span.
-
-    The prompt is rendered separately because the template draws the think block only on
-    the last assistant turn, so a shorter conversation is not a token prefix of the full
-    one; the suffix is matched where the last masked span starts instead.
-    """
-    start = max((i for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1])), default=None)
-    if start is None or not suffix:
-        return
-    for pos in range(max(0, start - len(suffix)), start + 1):
-        if ids[pos : pos + len(suffix)] == suffix:
-            end = pos + len(suffix)
-            mask[start:end] = [0] * max(0, end - start)
-            return
-
-
-def _ids(tokenizer, messages: list[dict], generation_prompt: bool, kwargs: dict) -> list[int]:
-    if not messages:
-        return []
-    return list(
-        tokenizer.apply_chat_template(
-            messages,
-            tokenize=True,
-            return_dict=True,
-            add_generation_prompt=generation_prompt,
-            **kwargs,
-        )["input_ids"]
-    )
+def _tokenize_completion(row: Mapping, tokenizer, loss_on: str) -> dict:
+    prompt = tokenizer(row["prompt"])["input_ids"]
+    completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion.append(tokenizer.eos_token_id)
+    ids = list(prompt) + list(completion)
+    if loss_on != "assistant":
+        return {"input_ids": ids}
+    return {"input_ids": ids, "assistant_masks": [0] * len(prompt) + [1] * len(completion)}

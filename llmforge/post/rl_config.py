@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.slurm import SlurmConfig
 
@@ -221,6 +222,7 @@ class RLConfig:
     optim: OptimArgs = param(OptimArgs(), "optimizer")
     reward: RewardArgs = param(RewardArgs(), "rewards and verifiers")
     filter: FilterArgs = param(FilterArgs(), "offline difficulty filter")
+    model: ModelArgs = param(ModelArgs(), "how the input model loads (remote code)")
 
     def __post_init__(self):
         check(self.steps >= 1, "steps", "must be >= 1")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmforge import textfiles
+from llmforge.data.rows import data_files, read_rows
 from llmforge.errors import BadInput
 from llmforge.verifiers.dispatch import VERIFIERS
 
@@ -40,11 +40,11 @@ def _check_row(row, path: str, line: int) -> dict:
 
 
 def read_prompts(path: Path) -> list[dict]:
-    """All rows of one jsonl file (or of every *.jsonl in a directory), checked."""
-    files = sorted(Path(path).glob("*.jsonl")) if Path(path).is_dir() else [Path(path)]
+    """All rows of a jsonl or parquet file, a folder of them, or a `datasets` save_to_disk
+    folder, checked."""
     rows = []
-    for file in files:
-        for line, row in textfiles.json_lines(file, objects=False):
+    for file in data_files(Path(path)):
+        for row, line in read_rows(file):
             rows.append(_check_row(row, str(file), line))
     if not rows:
         raise BadInput("no RL prompts found", path=str(path))

@@ -1,8 +1,8 @@
 """Supervised fine-tuning on TRL's SFTTrainer, with what TRL lacks added around it.
 
-TRL does the chat templating, the assistant-only loss (from the template's
-{% generation %} spans), BFD packing with per-sample position ids, PEFT and checkpoints.
-Around it llmforge adds: per-epoch source mixtures (the stream is built up front, so the
+TRL does BFD packing with per-sample position ids, the labels from our assistant masks,
+PEFT and checkpoints. Around it llmforge adds: the tokenization and assistant masks
+(`chat_data.tokenize_chat`, with or without {% generation %} markers), per-epoch source mixtures (the stream is built up front, so the
 trainer reads it in order), the think budget, our fused linear cross-entropy as an opt-in
 loss, held-out loss before and after, and a think/no_think format-compliance check.
 """
@@ -212,7 +212,8 @@ def prompts_of(rows: list[dict], limit: int) -> list[list[dict]]:
     """The conversation up to the last user turn, for the first `limit` rows; system flags
     are stripped so the mode comes from `enable_thinking` alone."""
     prompts = []
-    for row in rows[:limit]:
+    chats = [r for r in rows if any(m["role"] == "user" for m in r.get("messages", []))]
+    for row in chats[:limit]:
         messages = row["messages"]
         last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
         kept = []

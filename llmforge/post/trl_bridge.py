@@ -9,12 +9,14 @@ trackers (W&B, TensorBoard) and a progress bar.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llmforge import log
+from llmforge import causal_lm, log
+from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.errors import BadInput
 from llmforge.train import tracking
@@ -126,15 +128,12 @@ def peft_config(lora: LoraArgs):
     )
 
 
-def load_model(path: Path, lora: LoraArgs | None = None):
-    """(model, tokenizer) of a model artifact; QLoRA loads 4-bit weights and needs CUDA."""
+def load_model(path: Path, lora: LoraArgs | None = None, model_args: ModelArgs | None = None):
+    """(model, tokenizer) of any causal-LM directory (ours or not; see llmforge.causal_lm),
+    given the think/no_think chat template when it has none. QLoRA loads 4-bit weights and
+    needs CUDA."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        import llmforge.model.hf  # noqa: F401  (registers llmforge's own model class)
-    except ImportError:
-        pass
     kwargs: dict[str, Any] = {}
     if lora is not None and lora.mode == "qlora":
         if not torch.cuda.is_available():
@@ -147,18 +146,62 @@ def load_model(path: Path, lora: LoraArgs | None = None):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    trust = (model_args or ModelArgs()).trust_remote_code
+    model, tokenizer = causal_lm.load(path, trust, **kwargs)
+    added = ensure_chat_template(model, tokenizer)
+    if added and lora is not None and lora.mode != "full":
+        log.warn(f"an adapter leaves the embeddings of the added tokens {added} untrained; "
+                 "lora.mode=full trains them")  # fmt: skip
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def ensure_chat_template(model, tokenizer) -> list[str]:
+    """Keep the model's own chat template; only a tokenizer without one gets llmforge's
+    think/no_think ChatML template, with the special tokens it needs added (new embedding
+    rows start at the mean of the old ones, transformers' default) and <|im_end|> as a stop
+    token. Returns the tokens added."""
+    from llmforge.data.tokenizer import CHAT_TEMPLATE, DOC_SEP, SPECIAL_TOKENS
+
+    if tokenizer.chat_template:
+        return []
+    vocab = tokenizer.get_vocab()
+    added = [t for t in SPECIAL_TOKENS if t != DOC_SEP and t not in vocab]
+    if added:
+        tokenizer.add_tokens(added, special_tokens=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        stops = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        gen.eos_token_id = [t for t in dict.fromkeys([*stops, im_end]) if t is not None]
+    log.info("the model has no chat template: added llmforge's think/no_think template"
+             + (f" and tokens {added}" if added else ""))  # fmt: skip
+    return added
+
+
+def has_own_chat_template(model_dir: Path) -> bool:
+    """Does a model directory's tokenizer ship a chat template (file or tokenizer_config)?"""
+    model_dir = Path(model_dir)
+    if any((model_dir / f).is_file() for f in ("chat_template.jinja", "chat_template.json")):
+        return True
+    config = model_dir / "tokenizer_config.json"
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False
 
 
 def publish_model(model, tokenizer, source: Path, out_dir: Path, lora: LoraArgs) -> dict:
     """Save the trained model (adapter merged, or saved beside it) into `out_dir`."""
     from peft import PeftModel
 
-    info = {"finetune": lora.mode}
+    template = "own" if has_own_chat_template(source) else "added think/no_think"
+    info = {"finetune": lora.mode, "architecture": type(_base(model)).__name__,
+            "chat_template": template}  # fmt: skip
     if isinstance(model, PeftModel):
         if lora.merge and lora.mode == "lora":
             model = model.merge_and_unload()
@@ -172,6 +215,10 @@ def publish_model(model, tokenizer, source: Path, out_dir: Path, lora: LoraArgs)
     if (Path(source) / MODEL_JSON).is_file():
         shutil.copy2(Path(source) / MODEL_JSON, out_dir / MODEL_JSON)
     return info
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def resume_checkpoint(work: Path) -> str | None:

@@ -45,8 +45,11 @@ class Lies:
 
 
 @pytest.mark.parametrize(
-    "value", [Yes(), Int(3), Lies(), [Int(1)], {"k": Yes()}, (x for x in []), NotImplemented]
-)
+    "value",
+    [Yes(), Int(3), Lies(), [Int(1)], {"k": Yes()}, (x for x in []), NotImplemented],
+    ids=["eq-yes", "int-subclass", "lying-class", "list-of-subclass", "dict-of-eq-yes",
+         "generator", "NotImplemented"],
+)  # fmt: skip
 def test_anything_not_made_of_exact_builtins_is_refused(value):
     with pytest.raises(Unplain):
         encode(value)
