@@ -63,8 +63,15 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def vllm_installed() -> bool:
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except ImportError:  # a broken or blocked install counts as none
+        return False
+
+
 def _vllm_or_skip() -> None:
-    if importlib.util.find_spec("vllm") is None:
+    if not vllm_installed():
         raise Skip("vllm not installed (the vLLM parts run on GPU nodes that have it)")
 
 
@@ -188,7 +195,7 @@ def part_logprob_gap(ctx: Context) -> str:
     tok = AutoTokenizer.from_pretrained(str(ctx.llama))
     mean, worst = _gap(TransformersGenerator(model, tok), model, prompts, 0.8)
     line = f"transformers mean {mean:.1e} max {worst:.1e}"
-    if importlib.util.find_spec("vllm") is None:
+    if not vllm_installed():
         return line + "; vllm: not installed"
     from llmforge.gen import VLLMGenerator
 
