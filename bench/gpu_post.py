@@ -219,6 +219,11 @@ def prepare(ctx: Context) -> None:
     ctx.custom = gpu_data.custom_model(ctx.work, tok, **size)
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).splitlines()[0][:120] if str(e) else ""
+    return f"{type(e).__name__}: {text}"
+
+
 def run_part(name: str, ctx: Context) -> dict:
     start = time.perf_counter()
     try:
@@ -227,7 +232,7 @@ def run_part(name: str, ctx: Context) -> dict:
         status, figure = "skip", str(e)
     except Exception as e:  # report and go on: one failing stage must not hide the others
         traceback.print_exc()
-        status, figure = "FAIL", f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        status, figure = "FAIL", _first_line(e)
     seconds = time.perf_counter() - start
     print(f"ROW: {name} | {status} | {figure} ({seconds:.0f} s)", flush=True)
     return {"part": name, "status": status, "figure": figure, "seconds": seconds}

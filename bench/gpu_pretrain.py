@@ -51,15 +51,25 @@ TINY = Shape(64, 2, 4, 2, 128, 512)
 def pretrain_config(shape: Shape, args: argparse.Namespace) -> dict:
     """The pretrain stage's YAML for this run (what a user would write)."""
     return {
-        "model": {**shape.__dict__, "max_seq_len": args.seq, "rope_theta": 500000.0,
-                  "tie_embeddings": True, "fused_ce": True},  # fmt: skip
+        "model": dict(
+            **shape.__dict__,
+            max_seq_len=args.seq,
+            rope_theta=500000.0,
+            tie_embeddings=True,
+            fused_ce=True,
+        ),
         "data": {"intra_doc_mask": True, "val_batches": 2},
-        "train": {
-            "steps": args.steps, "batch_size": args.batch, "seq_len": args.seq,
-            "precision": "fp32" if args.dry else "bf16", "compile": not args.no_compile,
-            "log_every": args.log_every, "val_every": 0, "checkpoint_every": 0,
-            "peak_probe_s": 0.5,
-        },  # fmt: skip
+        "train": dict(
+            steps=args.steps,
+            batch_size=args.batch,
+            seq_len=args.seq,
+            precision="fp32" if args.dry else "bf16",
+            compile=not args.no_compile,
+            log_every=args.log_every,
+            val_every=0,
+            checkpoint_every=0,
+            peak_probe_s=0.5,
+        ),
         "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.1},
         "schedule": {"kind": "wsd", "warmup_steps": max(1, args.steps // 10)},
         "spike": {"policy": "off"},

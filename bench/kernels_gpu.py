@@ -111,7 +111,9 @@ def build_cases(s: Shapes, device: str, only: tuple[str, ...], compile_backend: 
 
     bf16 = torch.bfloat16
     batch = max(1, s.tokens // s.seq)
-    inv_freq = 1.0 / 500000.0 ** (torch.arange(0, s.head_dim, 2, device=device).float() / s.head_dim)
+    inv_freq = 1.0 / 500000.0 ** (
+        torch.arange(0, s.head_dim, 2, device=device).float() / s.head_dim
+    )
     # packed documents of seq / 4 tokens: positions restart four times per row
     pos = torch.arange(s.seq, device=device).repeat(batch, 1) % max(1, s.seq // 4)
     cos, sin = (t.squeeze(2).to(bf16) for t in rope_cos_sin(pos, inv_freq))

@@ -3,6 +3,8 @@
 #
 #   scripts/gpu-wheels.sh [DIR]        (default: .gpu-wheels at the repo root, gitignored)
 #
+# GPU_WHEELS_PY=3.11 fetches the same set for Python 3.11 (a rehearsal on this machine).
+#
 # The borrowed H200 (shared/ENVIRONMENT.md) has Python 3.12, torch 2.11, Triton 3.6,
 # transformers 5.17, accelerate, peft, safetensors, tokenizers, typer, rich, pyyaml and
 # pytest, but no network. This fetches, on a machine that has one, cp312 manylinux wheels
@@ -18,6 +20,7 @@ DIR="${1:-$ROOT/.gpu-wheels}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 LIMIT_MIB=64
+PYV="${GPU_WHEELS_PY:-3.12}"  # the node's Python; 3.11 fetches a set to rehearse on this machine
 
 # The versions our CPU venv runs (tested together); keep in step with pyproject.toml.
 WHEELS=(
@@ -41,7 +44,7 @@ usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in -h | --help) usage; exit 0 ;; esac
 
 mkdir -p "$DIR"
-args=(--no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 -d "$DIR")
+args=(--no-deps --only-binary=:all: --python-version "$PYV" --implementation cp --abi "cp${PYV/./}" -d "$DIR")
 for p in "${PLATFORMS[@]}"; do args+=(--platform "$p"); done
 # One `pip download` per wheel: a name missing for the platform fails alone, with its name.
 for spec in "${WHEELS[@]}"; do

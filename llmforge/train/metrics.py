@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 
-def measure_peak_flops(precision: str = "bf16", seconds: float = 0.5, n: int | None = None) -> float:
+def measure_peak_flops(
+    precision: str = "bf16", seconds: float = 0.5, n: int | None = None
+) -> float:
     """FLOP/s of the best n x n matmul timing over about `seconds` (0 when seconds is 0).
 
     On CUDA the default is n = 8192 timed ten products at a time: a 1024 product takes a

