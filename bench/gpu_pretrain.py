@@ -7,8 +7,10 @@ and the fused linear cross-entropy. The model is Llama-3.2-1B's shape: 16 layers
 32 query / 8 KV heads, SwiGLU 8192, vocab 128256, tied embeddings (1.24B parameters).
 
 Reported: steady tokens/s (median of the metric windows after the first, which holds the
-compile), MFU against a bf16 matmul peak measured in this process after training
-(8192^3 products), peak GPU memory, and the compile window. MFU counts
+compile), MFU against a bf16 matmul peak measured in this process (8192^3 products; the
+higher of a probe before and one after training), peak GPU memory, and the compile
+window. While it trains it prints the throughput of each new window, so a run cut short
+by a timeout still reports how fast it went. MFU counts
 6 x matmul weights + 12 x layers x heads x head_dim x seq per token (full-square
 attention, as torchtitan and PaLM count); the 6N-only figure is printed too.
 
@@ -23,6 +25,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,16 +79,43 @@ def pretrain_config(shape: Shape, args: argparse.Namespace) -> dict:
     }
 
 
+def _windows(metrics: Path) -> list[dict]:
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    return [r for r in rows if "tokens_per_s" in r]
+
+
 def steady_tokens_per_s(metrics: Path) -> tuple[float, float, int]:
     """(median tokens/s of the windows after the first, seconds of the first, windows)."""
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    windows = [r for r in rows if "tokens_per_s" in r]
+    windows = _windows(metrics)
     if not windows:
         raise SystemExit(f"gpu_pretrain: no throughput lines in {metrics}")
     first = windows[0]
     first_s = first["tokens"] / first["tokens_per_s"]
     later = [r["tokens_per_s"] for r in windows[1:]] or [first["tokens_per_s"]]
     return statistics.median(later), first_s, len(windows)
+
+
+class Progress(threading.Thread):
+    """Prints a FIGURE line for each new metrics window while the stage trains, so a run
+    killed by gpu-check's timeout still leaves its latest throughput in the log."""
+
+    def __init__(self, metrics: Path, flops_per_token: float, peak: float):
+        super().__init__(daemon=True)
+        self.metrics, self.fpt, self.peak = metrics, flops_per_token, peak
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        seen = 0
+        while not self.done.wait(5.0):
+            try:
+                windows = _windows(self.metrics) if self.metrics.is_file() else []
+            except (OSError, ValueError):  # a line being written
+                continue
+            if len(windows) > seen:
+                seen, last = len(windows), windows[-1]
+                mfu = last["tokens_per_s"] * self.fpt / self.peak
+                print(f"FIGURE: (so far, step {last['step']}) {last['tokens_per_s']:,.0f} tok/s, "
+                      f"MFU {mfu:.1%}", flush=True)  # fmt: skip
 
 
 def peak_memory_gib() -> float | None:
@@ -115,15 +145,23 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     cfg_dict = pretrain_config(shape, args)
     cfg_path = work / "pretrain.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+    cfg = ModelConfig(**cfg_dict["model"])
+    fpt, fpt_6n = flops_per_token(cfg, args.seq), 6 * matmul_params_per_token(cfg)
+    precision = cfg_dict["train"]["precision"]
+    peak_before = measure_peak_flops(precision, seconds=1.0)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    progress = Progress(work / "model.partial" / "metrics.jsonl", fpt, peak_before)
+    progress.start()
     start = time.perf_counter()
-    out = execute(STAGE, [str(tokens)], config_path=cfg_path, out=work / "model")
+    try:
+        out = execute(STAGE, [str(tokens)], config_path=cfg_path, out=work / "model")
+    finally:
+        progress.done.set()
     train_s = time.perf_counter() - start
     tps, first_s, windows = steady_tokens_per_s(out / "metrics.jsonl")
-    peak = measure_peak_flops("fp32" if args.dry else "bf16", seconds=2.0)
-    cfg = ModelConfig(**{**cfg_dict["model"]})
-    fpt, fpt_6n = flops_per_token(cfg, args.seq), 6 * matmul_params_per_token(cfg)
+    # the higher of the probes before and after (clocks may still be ramping before)
+    peak = max(peak_before, measure_peak_flops(precision, seconds=2.0))
     manifest = json.loads((out / "manifest.json").read_text())
     return {
         "part": "pretrain", "params": count_params(cfg)["total"], "steps": args.steps,
@@ -133,7 +171,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         "first_window_s": first_s, "windows": windows, "train_s": train_s, "data_s": data_s,
         "final_loss": manifest["metrics"].get("final_train_loss"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "precision": cfg_dict["train"]["precision"], "compile": cfg_dict["train"]["compile"],
+        "precision": precision, "compile": cfg_dict["train"]["compile"],
     }  # fmt: skip
 
 

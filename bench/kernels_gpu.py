@@ -227,23 +227,20 @@ def max_diff(fn: Callable, ref: Callable, inputs: tuple) -> float:
     return max(float((g.float() - w.float()).abs().max()) for g, w in zip(got, want, strict=True))
 
 
-def measure(case: Case, device: str) -> list[dict]:
+def measure(case: Case, device: str):
+    """One result row per implementation of `case`, yielded as each is measured."""
     time_ms = timer(device)
     eager = case.impls["torch eager"]
-    rows = []
     for name, fn in case.impls.items():
         both = fwd_bwd(fn, case.inputs)
-        rows.append(
-            {
-                "kernel": case.kernel,
-                "impl": name,
-                "fwd_ms": time_ms(forward(fn, case.inputs)),
-                "fwd_bwd_ms": time_ms(both),
-                "peak_gib": extra_peak_gib(both, device),
-                "max_diff": max_diff(fn, eager, case.inputs),
-            }
-        )
-    return rows
+        yield {
+            "kernel": case.kernel,
+            "impl": name,
+            "fwd_ms": time_ms(forward(fn, case.inputs)),
+            "fwd_bwd_ms": time_ms(both),
+            "peak_gib": extra_peak_gib(both, device),
+            "max_diff": max_diff(fn, eager, case.inputs),
+        }
 
 
 def ratios(rows: list[dict]) -> dict[str, dict]:
@@ -272,13 +269,17 @@ def liger_note(device: str) -> str | None:
     return None
 
 
-def print_table(rows: list[dict], summary: dict[str, dict], note: str | None) -> None:
-    print(f"{'kernel':>10} {'impl':>14} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak GiB':>9} "
+HEADER = (f"{'kernel':>10} {'impl':>14} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak GiB':>9} "
           f"{'max diff':>9}")  # fmt: skip
-    for r in rows:
-        peak = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        print(f"{r['kernel']:>10} {r['impl']:>14} {r['fwd_ms']:9.3f} {r['fwd_bwd_ms']:11.3f} "
-              f"{peak:>9} {r['max_diff']:9.2e}")  # fmt: skip
+
+
+def print_row(r: dict) -> None:
+    peak = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+    print(f"{r['kernel']:>10} {r['impl']:>14} {r['fwd_ms']:9.3f} {r['fwd_bwd_ms']:11.3f} "
+          f"{peak:>9} {r['max_diff']:9.2e}", flush=True)  # fmt: skip
+
+
+def print_summary(summary: dict[str, dict], note: str | None) -> None:
     if note:
         print(note)
     print("fwd+bwd time of each baseline / llmforge's (> 1: llmforge is faster):")
@@ -332,9 +333,15 @@ def main(argv=None) -> None:
     name = "CPU (dry run)" if args.dry else torch.cuda.get_device_name()
     print(f"{name}, {shapes.tokens} tokens, hidden {shapes.hidden}, vocab {shapes.vocab}, bf16")
     cases = build_cases(shapes, device, args.only, "eager" if args.dry else "inductor")
-    rows = [row for case in cases for row in measure(case, device)]
+    print(HEADER)
+    rows = []
+    for case in cases:  # rows print as they come: a run cut short keeps what it measured
+        for row in measure(case, device):
+            print_row(row)
+            rows.append(row)
+        print(f"FIGURE: (so far) {figure(ratios(rows))}", flush=True)
     summary = ratios(rows)
-    print_table(rows, summary, liger_note(device))
+    print_summary(summary, liger_note(device))
     line = figure(summary)
     print(f"FIGURE: {line}")
     if args.json:
