@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import gpu_data  # noqa: E402
+from bench import gpu_data, gpu_harness  # noqa: E402
 
 PARTS = ("sft", "sft-custom", "dpo", "rlvr", "rlvr-vllm", "eval", "eval-vllm", "logprob-gap")
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,15 +241,9 @@ def run_part(name: str, ctx: Context) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5, help="optimizer steps of sft and dpo")
-    p.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
-    p.add_argument("--json", type=Path, help="append one JSON line per part to this file")
-    p.add_argument("--dry", action="store_true", help="CPU: build inputs and plan each stage")
-    args = p.parse_args(argv)
-    args.only = tuple(x for x in args.only.split(",") if x)
-    unknown = set(args.only) - set(PARTS)
-    if unknown:
-        p.error(f"--only: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    gpu_harness.add_options(p, PARTS, "CPU: build inputs and plan each stage")
+    args = gpu_harness.parse(p, argv, PARTS)
     if args.steps < 1:
         p.error("--steps must be >= 1")
     return args
@@ -257,18 +251,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    if not args.dry and not torch.cuda.is_available():
-        sys.exit("gpu_post: no CUDA device; run with --dry for the CPU check")
+    gpu_harness.need_cuda(args, "gpu_post")
     with tempfile.TemporaryDirectory(prefix="llmforge-gpu-post-") as tmp:
         ctx = Context(args.work or Path(tmp), args.steps, args.dry)
         prepare(ctx)
         results = [run_part(name, ctx) for name in args.only]
-    if args.json:
-        with open(args.json, "a") as f:
-            for r in results:
-                f.write(json.dumps({**r, "part": f"post/{r['part']}"}) + "\n")
+    gpu_harness.append_json(args.json, [{**r, "part": f"post/{r['part']}"} for r in results])
     return 1 if any(r["status"] == "FAIL" for r in results) else 0
 
 

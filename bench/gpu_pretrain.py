@@ -34,6 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import gpu_harness  # noqa: E402
 from bench.gpu_data import tokens_artifact  # noqa: E402
 
 
@@ -197,9 +198,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10, help="steps per throughput window")
     p.add_argument("--no-compile", action="store_true", help="train eagerly")
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
-    p.add_argument("--json", type=Path, help="append the results as one JSON line to this file")
-    p.add_argument("--dry", action="store_true", help="tiny model, 3 steps on CPU (CI)")
-    args = p.parse_args(argv)
+    gpu_harness.add_options(p, (), "tiny model, 3 steps on CPU (CI)")
+    args = gpu_harness.parse(p, argv, ())
     if args.dry:
         args.steps, args.batch, args.seq, args.log_every = 3, 2, 64, 1
         args.no_compile = True
@@ -211,17 +211,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import torch
-
-    if not args.dry and not torch.cuda.is_available():
-        sys.exit("gpu_pretrain: no CUDA device; run with --dry for the CPU harness check")
+    gpu_harness.need_cuda(args, "gpu_pretrain")
     with tempfile.TemporaryDirectory(prefix="llmforge-gpu-pretrain-") as tmp:
         result = run(args, args.work or Path(tmp))
     line = report(result)
     print(f"FIGURE: {line}")
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps({**result, "figure": line}) + "\n")
+    gpu_harness.append_json(args.json, [{**result, "figure": line}])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ times with a wall clock.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,6 +35,8 @@ if "--dry" in sys.argv:  # before triton is imported anywhere
     os.environ.setdefault("LLMFORGE_FORCE_TRITON", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import gpu_harness  # noqa: E402
 
 KERNELS = ("rms_norm", "swiglu", "rope", "linear_ce")
 
@@ -308,14 +309,8 @@ def figure(summary: dict[str, dict]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=8192, help="tokens per call (rows of 4096)")
-    p.add_argument("--only", default=",".join(KERNELS), help=f"comma list of {', '.join(KERNELS)}")
-    p.add_argument("--dry", action="store_true", help="tiny shapes on CPU to check the harness")
-    p.add_argument("--json", type=Path, help="append the results as one JSON line to this file")
-    args = p.parse_args(argv)
-    args.only = tuple(k for k in args.only.split(",") if k)
-    unknown = set(args.only) - set(KERNELS)
-    if unknown:
-        p.error(f"--only: unknown kernel(s) {sorted(unknown)}; choose from {', '.join(KERNELS)}")
+    gpu_harness.add_options(p, KERNELS, "tiny shapes on CPU to check the harness")
+    args = gpu_harness.parse(p, argv, KERNELS)
     if args.tokens < 1:
         p.error("--tokens must be >= 1")
     return args
@@ -323,11 +318,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    gpu_harness.need_cuda(args, "kernels_gpu")
     import torch
 
-    if not args.dry and not torch.cuda.is_available():
-        sys.exit("kernels_gpu: no CUDA device; run with --dry for the CPU harness check "
-                 "(CPU memory figures: bench/kernels_memory.py)")  # fmt: skip
     device, shapes = ("cpu", DRY) if args.dry else ("cuda", real_shapes(args.tokens))
     torch.manual_seed(0)
     name = "CPU (dry run)" if args.dry else torch.cuda.get_device_name()
@@ -344,10 +337,8 @@ def main(argv=None) -> None:
     print_summary(summary, liger_note(device))
     line = figure(summary)
     print(f"FIGURE: {line}")
-    if args.json:
-        record = {"part": "kernels", "device": name, "rows": rows, "summary": summary}
-        with open(args.json, "a") as f:
-            f.write(json.dumps({**record, "figure": line}) + "\n")
+    record = {"part": "kernels", "device": name, "rows": rows, "summary": summary}
+    gpu_harness.append_json(args.json, [{**record, "figure": line}])
 
 
 if __name__ == "__main__":
