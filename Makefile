@@ -10,7 +10,7 @@ JOBS ?= auto
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench lint format clean
+.PHONY: install demo test test-fast bench gpu-check gpu-wheels lint format clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,16 @@ bench: install
 	$(BIN)/python bench/rollout_bench.py --no-vllm
 	$(BIN)/python bench/dedup_bench.py
 	$(BIN)/python bench/hash_bench.py
+
+# The GPU check (docs/benchmarks.md, "GPU check"): every GPU path in one run of at most 8
+# minutes on a GPU node; on a machine without CUDA its dry path. Logs go to GPU_OUT.
+# gpu-wheels downloads (network needed) the few wheels a bare GPU node lacks.
+GPU_OUT ?= gpu-check-out
+gpu-check: install
+	PYTHON=$(abspath $(BIN)/python) bash scripts/gpu-check.sh $(GPU_OUT)
+
+gpu-wheels: install
+	PYTHON=$(abspath $(BIN)/python) bash scripts/gpu-wheels.sh
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

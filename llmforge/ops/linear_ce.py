@@ -128,8 +128,8 @@ class _Grads:
         if self.w is not None:
             if self.w.dtype == dlogits_lp.dtype:
                 self.w.addmm_(dlogits_lp.t(), h_chunk)
-            else:
-                self.w += (dlogits_lp.t() @ h_chunk).float()
+            else:  # add_ promotes in place: no fp32 copy of the [V, H] product (2 GB at 128k)
+                self.w.add_(dlogits_lp.t() @ h_chunk)
         if self.b is not None:
             self.b += dlogits.sum(0)
 

@@ -1,8 +1,10 @@
 """Kernel tests run the Triton kernels on CPU tensors in the Triton interpreter.
 
 The root conftest sets TRITON_INTERPRET=1 before anything imports triton; setting it here
-as well keeps `pytest tests/kernels` working on its own. Without the interpreter and
-without CUDA, Triton cannot launch anything, so the tests skip with that reason.
+as well keeps `pytest tests/kernels` working on its own. Never on a CUDA machine: there
+the interpreter would run the `gpu` tests' real-shape launches on the CPU, for minutes.
+Without the interpreter and without CUDA, Triton cannot launch anything, so the tests
+skip with that reason.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):
