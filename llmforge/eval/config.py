@@ -68,12 +68,14 @@ class BuiltinSection:
     difficulty: int = param(2, "arithmetic difficulty 1-3")
     format_n: int = param(20, "think/no_think format-compliance items")
     humaneval_n: int = param(20, "HumanEval problems (0 = all 164)")
+    ifeval_n: int = param(50, "held-out generated instruction-following prompts")
     seed: int = param(0, "seed of the generated problems")
 
     def __post_init__(self):
         check(self.difficulty in (1, 2, 3), "difficulty", "must be 1, 2 or 3")
         check(self.arithmetic_n >= 1 and self.format_n >= 1, "arithmetic_n", "must be >= 1")
         check(self.humaneval_n >= 0, "humaneval_n", "must be >= 0")
+        check(self.ifeval_n >= 1, "ifeval_n", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def build_plan(
     task_sets = [tasklib.load_task_file(p) for p in tasks]
     for name in cfg.tasks:
         if name in tasklib.BUILTINS:
-            n = {"arithmetic": b.arithmetic_n, "format": b.format_n, "humaneval": b.humaneval_n}
+            n = {"arithmetic": b.arithmetic_n, "format": b.format_n, "humaneval": b.humaneval_n,
+                 "ifeval": b.ifeval_n}  # fmt: skip
             task_sets.append(tasklib.builtin(name, n[name], b.difficulty, b.seed))
     names = [t.name for t in task_sets]
     if len(set(names)) != len(names):
