@@ -19,6 +19,7 @@ from llmforge.eval import generative, longctx, suite
 from llmforge.eval import loss as losslib
 from llmforge.eval import tasks as tasklib
 from llmforge.eval.harness import HarnessConfig
+from llmforge.verifiers.judge import JudgeConfig
 
 BUILTINS = (*tasklib.BUILTINS, "long_context")
 
@@ -133,6 +134,7 @@ class Config:
     long_context: LongContextSection = param(LongContextSection(), "long-context probes")
     decontam: DecontamSection = param(DecontamSection(), "n-gram decontamination check")
     harness: HarnessSection = param(HarnessSection(), "lm-evaluation-harness bridge")
+    judge: JudgeConfig = param(JudgeConfig(), "the LLM judge of 'judge' task rows (judge= model)")
     report: bool = param(True, "write report/ (table, PNG plots, HTML)")
     sample: bool = param(
         True, "sample completions for tasks and verify them (avg@n, pass@k); false: only "
@@ -158,9 +160,10 @@ def build_plan(
     texts: Sequence[Path] = (),
     tasks: Sequence[Path] = (),
     harness: Path | None = None,
+    judge: Path | None = None,
 ) -> suite.Plan:
-    """Turn a config and input paths (the eval stage's tokens=, text=, task= and harness=
-    roles) into a Plan; task files are checked here."""
+    """Turn a config and input paths (the eval stage's tokens=, text=, task=, harness= and
+    judge= roles) into a Plan; task files are checked here."""
     b = cfg.builtin
     task_sets = [tasklib.load_task_file(p) for p in tasks]
     for name in cfg.tasks:
@@ -171,6 +174,9 @@ def build_plan(
     names = [t.name for t in task_sets]
     if len(set(names)) != len(names):
         raise BadInput(f"two task sets share a name: {names}; rename one (YAML 'name:')")
+    judged = [t.name for t in task_sets if any(r["verifier"] == "judge" for r in t.rows)]
+    if judged and judge is None:
+        raise BadInput(f"task sets {judged} have 'judge' rows: give the judge model as judge=PATH")
     s, lc, h = cfg.sampling, cfg.long_context, cfg.harness
     probes = longctx.ProbeConfig(
         tuple(lc.probes), tuple(lc.lengths), tuple(lc.depths), lc.trials, lc.distractors,
@@ -214,6 +220,7 @@ def build_plan(
         device=cfg.device,
         sample=cfg.sample,
         answer_bpb=cfg.answer_bpb,
+        verifier_options={"judge": cfg.judge.options(judge, s.seed)} if judge else {},
     )
 
 

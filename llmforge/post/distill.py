@@ -142,26 +142,19 @@ def _batch_kl(student, teacher, samples, pad_id: int) -> tuple[float, float, int
     """Summed full-vocabulary KL, summed sampled log-ratio and token count of a batch."""
     import torch
 
-    seqs = [s.prompt_token_ids + s.token_ids for s in samples]
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+    from llmforge.post.sequences import completion_slices, right_pad
+
+    ids, mask = right_pad(samples, pad_id)
     with torch.no_grad():
         logp_s = _logprobs(student, ids, mask)
         logp_t = _logprobs(teacher, ids, mask)
     kl = ratio = 0.0
-    count = 0
-    for row, s in enumerate(samples):
-        p, n = len(s.prompt_token_ids), len(s.token_ids)
-        at = slice(p - 1, p - 1 + n)  # logits at position i predict token i + 1
+    for row, (s, at) in enumerate(zip(samples, completion_slices(samples), strict=True)):
         ls, lt = logp_s[row, at], logp_t[row, at]
         kl += float((ls.exp() * (ls - lt)).sum())
         picked = torch.tensor(s.token_ids)[:, None]
         ratio += float((ls.gather(-1, picked) - lt.gather(-1, picked)).sum())
-        count += n
-    return kl, ratio, count
+    return kl, ratio, sum(len(s.token_ids) for s in samples)
 
 
 def _logprobs(model, ids, mask):
@@ -170,7 +163,10 @@ def _logprobs(model, ids, mask):
     was_training = model.training
     model.eval()
     try:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+        out = model(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False
+        )
+        logits = out.logits.float().cpu()
     finally:
         model.train(was_training)
     return torch.log_softmax(logits, dim=-1)
