@@ -1,8 +1,6 @@
 """LLM-as-judge rewards: the score parser, prompt building and sanitising, batching and
 seeds with a fake backend, and a real tiny judge fine-tuned here to read the response."""
 
-import random
-
 import pytest
 import torch
 
@@ -10,6 +8,7 @@ from llmforge.errors import BadInput, ConfigError
 from llmforge.gen import Completion
 from llmforge.verifiers import build, combine
 from llmforge.verifiers.judge import JudgeConfig, fill, parse_score, sanitize
+from tests.verifiers.yes_no_judge import train_yes_no_judge
 
 
 class FakeJudge:
@@ -81,37 +80,6 @@ def test_judge_needs_a_model_and_a_sound_rubric():
     assert JudgeConfig().options("/m", seed=3)["model"] == "/m"
 
 
-def _train_yes_no_judge(model, tokenizer, judge, steps=150):
-    """Fine-tune a tiny model to reply 'Score: 9' to responses holding 'yes', else 'Score: 1'."""
-    words = "the king queen sword love death night day rose".split()
-    rng = random.Random(0)
-
-    def example():
-        verdict = rng.random() < 0.5
-        response = " ".join(rng.sample(words, 3) + ["yes" if verdict else "no"])
-        head = tokenizer.apply_chat_template(judge.prompt(response, {"prompt": "q"}),
-                                             add_generation_prompt=True, tokenize=False,
-                                             enable_thinking=False)  # fmt: skip
-        target = f"Score: {9 if verdict else 1}<|im_end|>"
-        return (tokenizer(head, add_special_tokens=False)["input_ids"],
-                tokenizer(target, add_special_tokens=False)["input_ids"])  # fmt: skip
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        batch = [example() for _ in range(16)]
-        width = max(len(h) + len(t) for h, t in batch)
-        ids = torch.zeros((16, width), dtype=torch.long)
-        labels = torch.full((16, width), -100)
-        for i, (h, t) in enumerate(batch):
-            ids[i, : len(h) + len(t)] = torch.tensor(h + t)
-            labels[i, len(h) : len(h) + len(t)] = torch.tensor(t)
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
 def test_a_real_tiny_judge_reads_the_response(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -125,7 +93,7 @@ def test_a_real_tiny_judge_reads_the_response(tiny_model):
     untrained = build("judge", generator=gen, **opts).batch(["king yes"], [{"prompt": "q"}])
     assert not untrained[0].parseable  # a random model does not answer in the score format
     judge = build("judge", generator=gen, **opts)
-    _train_yes_no_judge(model, tokenizer, judge)
+    train_yes_no_judge(model, tokenizer, judge)
     texts = ["king yes rose", "no sword night", "yes", "the queen no"]
     scores = judge.batch(texts, [{"prompt": "q"}] * 4)
     assert [s.value for s in scores] == pytest.approx([0.9, 0.1, 0.9, 0.1])
