@@ -30,6 +30,9 @@ def _check_row(row, path: str, line: int) -> dict:
         raise BadInput(
             f"'verifier' must be one of {VERIFIERS}, got {verifier!r}", path=path, line=line
         )
+    if verifier == "judge":
+        raise BadInput("rlvr has no judge model input yet; train on 'judge' rows with the dpo "
+                       "stage's online mode (judge=MODEL)", path=path, line=line)  # fmt: skip
     if verifier == "code" and not row.get("tests"):
         raise BadInput("a code row needs 'tests'", path=path, line=line)
     if verifier in ("math", "exact", "numeric") and row.get("reference") is None:
