@@ -29,14 +29,6 @@ class Constant(Reward):
         return Score(0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_pair_losses_match_hand_values():
     zero = torch.zeros(1)
     assert pair_loss(zero, zero, "sigmoid", 0.1).item() == pytest.approx(math.log(2))
