@@ -1,9 +1,15 @@
 """Generated instruction-following prompts: deterministic by seed, valid for the verifier,
-free of conflicting constraints, and split so held-out prompts never reach RL or training."""
+free of conflicting constraints, split so held-out prompts never reach RL or training, and
+read as RL prompts (malformed constraints named by file and line)."""
+
+import pytest
 
 from llmforge.data.synth.ifeval import ifeval_tasks
+from llmforge.errors import BadInput
 from llmforge.eval.tasks import builtin, check_row
+from llmforge.post.rl_data import read_prompts
 from llmforge.verifiers.ifeval import constraints_error
+from tests.conftest import write_jsonl
 
 CLASHES = [{"lowercase", "uppercase"}, {"json", "bullets"}, {"quoted", "ends_with"}]
 
@@ -29,3 +35,18 @@ def test_heldout_prompts_never_appear_in_rl_or_train_splits():
     held = {r["prompt"] for r in builtin("ifeval", 60, seed=0).rows}
     others = {r["prompt"] for split in ("rl", "train") for r in ifeval_tasks(400, split, seed=1)}
     assert len(held) == 60 and not held & others
+
+
+def test_generated_rows_are_rl_prompts_and_bad_constraints_name_the_line(tmp_path):
+    rows = ifeval_tasks(5, "rl")
+    assert [r["id"] for r in read_prompts(write_jsonl(tmp_path / "rl.jsonl", rows))] == [
+        r["id"] for r in rows
+    ]
+    bad = [rows[0], {**rows[1], "constraints": [{"type": "words", "max": "ten"}]}]
+    with pytest.raises(
+        BadInput, match=r"bad.jsonl:2: constraints\[0\]: .*'max' has the wrong type"
+    ):
+        read_prompts(write_jsonl(tmp_path / "bad.jsonl", bad))
+    judged = [{"id": "j", "prompt": "Write a haiku.", "verifier": "judge"}]
+    with pytest.raises(BadInput, match="j.jsonl:1: rlvr has no judge model input"):
+        read_prompts(write_jsonl(tmp_path / "j.jsonl", judged))
