@@ -23,14 +23,15 @@ from llmforge.stage import Inputs, Role, Stage
 
 
 def plan_for(cfg: Config, inputs: Inputs) -> suite.Plan:
-    """The Plan of this run's tokens=, text=, task= and harness= inputs."""
-    tokens, harness = inputs.get("tokens"), inputs.get("harness")
+    """The Plan of this run's tokens=, text=, task=, harness= and judge= inputs."""
+    tokens, harness, judge = inputs.get("tokens"), inputs.get("harness"), inputs.get("judge")
     return build_plan(
         cfg,
         tokens=tokens.path if tokens else None,
         texts=[r.path for r in inputs.all("text")],
         tasks=[r.path for r in inputs.all("task")],
         harness=harness.path if harness else None,
+        judge=judge.path if judge else None,
     )
 
 
@@ -156,6 +157,7 @@ STAGE = Stage(
         ),
         "task": Role(kinds=("raw",), min=0, max=None, help="task files: jsonl or YAML"),
         "harness": Role(kinds=("raw",), min=0, max=1, help="folder of local lm-eval task YAML"),
+        "judge": Role(kinds=("model",), min=0, max=1, help="judge model grading 'judge' task rows"),
         "compare": Role(
             kinds=("eval", "model"),
             min=0,

@@ -10,6 +10,12 @@ the role
 (`math=PATH`) or, for a bare path, the file name. Weights per source may change per epoch.
 Before training a style check scores every source with the student; held-out assistant
 loss and think/no_think format compliance are measured before and after training.
+
+With a `teacher=MODEL` input the stage distils on-policy instead (llmforge/post/distill.py):
+the sources give only their prompts, the student samples, the teacher scores every token,
+and the held-out reverse KL to the teacher is measured before and after.
+
+    llmforge sft model=artifacts/small teacher=artifacts/big chat=data/chat.jsonl -o OUT
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from llmforge.artifact import Ref, Run
 from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.errors import BadInput
-from llmforge.post import chat_data, chat_formats, sft, style_check, trl_bridge
+from llmforge.post import chat_data, chat_formats, distill, sft, style_check, trl_bridge
+from llmforge.post.distill import DistillOptions
 from llmforge.post.sft import SFTOptions
 from llmforge.post.style_check import StyleArgs
 from llmforge.post.trl_bridge import LoraArgs, TrainArgs
@@ -56,6 +63,7 @@ class Config:
     )  # fmt: skip
     style: StyleArgs = param(StyleArgs(), "reasoning-style check before training")
     eval: EvalArgs = param(EvalArgs(), "before/after measurements")
+    distill: DistillOptions = param(DistillOptions(), "on-policy distillation (with teacher=)")
 
     def __post_init__(self):
         chat_formats.check_fields(self.fields)
@@ -76,7 +84,7 @@ def source_name(ref: Ref) -> str:
 def load_sources(inputs: Inputs, fields: dict[str, str]) -> dict[str, list[dict]]:
     sources: dict[str, list[dict]] = {}
     for ref in inputs.refs:
-        if ref.role == "model":
+        if ref.role in ("model", "teacher"):
             continue
         name = source_name(ref)
         if name in sources:
@@ -90,18 +98,22 @@ def load_sources(inputs: Inputs, fields: dict[str, str]) -> dict[str, list[dict]
     return sources
 
 
-def _style(cfg: Config, model, tokenizer, sources) -> tuple[list[dict], dict]:
+def _weights(cfg: Config, sources) -> dict[str, tuple[float, ...]]:
     unknown = sorted(set(cfg.mix) - set(sources))
     if unknown:
         raise BadInput(f"mix weights name unknown sources {unknown}; sources: {sorted(sources)}")
+    return {name: cfg.mix.get(name, (1.0,)) for name in sources}
+
+
+def _style(cfg: Config, model, tokenizer, sources) -> tuple[list[dict], dict]:
+    weights = _weights(cfg, sources)
     if not cfg.style.enabled:
-        return [], {name: cfg.mix.get(name, (1.0,)) for name in sources}
+        return [], weights
     scores = style_check.score_sources(
         model, tokenizer, sources, cfg.style.rows_per_source, cfg.train.seed
     )
     report = style_check.style_report(scores, cfg.style.z_threshold, cfg.style.min_gap)
     style_check.print_table(report)
-    weights = {name: cfg.mix.get(name, (1.0,)) for name in sources}
     return report, style_check.adjust_weights(weights, report, cfg.style)
 
 
@@ -125,6 +137,8 @@ def _formats(cfg: Config, trainer, tokenizer, held) -> dict:
 
 
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
+    if inputs.get("teacher") is not None:
+        return run_distill(cfg, inputs, out)
     model_ref = inputs.one("model")
     sources = load_sources(inputs, cfg.fields)
     model, tokenizer = trl_bridge.load_model(model_ref.path, cfg.lora, cfg.model)
@@ -169,6 +183,47 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     }
 
 
+def run_distill(cfg: Config, inputs: Inputs, out: Run) -> dict:
+    """On-policy distillation: the sources give prompts, the teacher scores the student."""
+    model_ref, teacher_ref = inputs.one("model"), inputs.one("teacher")
+    sources = load_sources(inputs, cfg.fields)
+    model, tokenizer = trl_bridge.load_model(model_ref.path, cfg.lora, cfg.model)
+    teacher = trl_bridge.load_model(teacher_ref.path, model_args=cfg.model)[0].eval()
+    distill.check_vocab(model, teacher, teacher_ref.path)
+    train_src, held, _ = _split(cfg, sources, tokenizer)
+    stream = chat_data.mixed_stream(train_src, _weights(cfg, sources), cfg.train.epochs,
+                                    cfg.train.seed)  # fmt: skip
+    opts = cfg.distill
+    held_prompts = sft.prompts_of(held, opts.heldout_prompts)
+    measure = dict(max_new_tokens=opts.max_new_tokens, seed=cfg.train.seed + 7,
+                   template_kwargs=opts.template_kwargs())  # fmt: skip
+    before = distill.reverse_kl(model, teacher, tokenizer, held_prompts, **measure)
+    old_eos = distill.stop_at_turn_end(model, tokenizer)
+    trainer = distill.build_trainer(model, teacher, tokenizer, sft.prompts_of(stream, len(stream)),
+                                    cfg.train, opts, cfg.lora, out.work / "checkpoints")  # fmt: skip
+    steps = sft.total_steps(trainer, cfg.train)
+    trainer.add_callback(trl_bridge.trainer_callback(out, steps, "sft distill"))
+    resume = trl_bridge.resume_checkpoint(out.work / "checkpoints") if out.resumed else None
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - t0
+    trainer.model.generation_config.eos_token_id = old_eos
+    after = distill.reverse_kl(trainer.model, teacher, tokenizer, held_prompts, **measure)
+    published = trl_bridge.publish_model(trainer.model, tokenizer, model_ref.path, out.dir,
+                                         cfg.lora)  # fmt: skip
+    return {
+        "mode": "distill",
+        "train_loss": round(result.training_loss, 5),
+        "steps": trainer.state.global_step,
+        "heldout_reverse_kl_before": before,
+        "heldout_reverse_kl_after": after,
+        "train_prompts": len(stream),
+        "train_seconds": round(seconds, 3),
+        "resumed_from": resume,
+        **published,
+    }
+
+
 def _num_tokens(trainer) -> int:
     logged = [r.get("num_tokens") for r in trainer.state.log_history if "num_tokens" in r]
     return int(logged[-1]) if logged else 0
@@ -186,6 +241,12 @@ STAGE = Stage(
             max=1,
             help="the model to fine-tune: an artifact or any causal-LM checkpoint dir",
         ),
+        "teacher": Role(
+            kinds=("model",),
+            min=0,
+            max=1,
+            help="distil on-policy from this model (same tokenizer) instead of SFT",
+        ),
         "*": Role(
             kinds=("raw",),
             min=0,
@@ -195,5 +256,6 @@ STAGE = Stage(
         ),
     },
     default_role="data",
-    help="Supervised fine-tuning on chat data (TRL): mixing, think budget, LoRA, packing.",
+    help="Supervised fine-tuning on chat data (TRL): mixing, think budget, LoRA, packing; "
+    "on-policy distillation from a teacher= model.",
 )

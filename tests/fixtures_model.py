@@ -7,15 +7,25 @@ from llmforge.data.tokenizer import copy_tokenizer_files
 
 
 def publish_random_llama(
-    out: Path, tokenizer_dir: Path, hidden: int = 64, layers: int = 2, seed: int = 0
+    out: Path,
+    tokenizer_dir: Path,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    logit_scale: float = 1.0,
 ) -> Path:
+    """`logit_scale` multiplies the tied embeddings, so the next-token distribution is that
+    much more peaked (a teacher whose preferences a student can be seen to pick up)."""
+    import torch
     from transformers import AutoTokenizer
 
     from llmforge.model.hf import random_llama
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model = random_llama(tok, hidden, layers, seed=seed)
-    config = {"hidden": hidden, "layers": layers, "seed": seed}
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(logit_scale)
+    config = {"hidden": hidden, "layers": layers, "seed": seed, "logit_scale": logit_scale}
     run = artifact.Run(out, artifact.compute_id("init", config, []), "model", "init", config, [])
     artifact.prepare_partial(run, replace=True)
     model.save_pretrained(str(run.dir), safe_serialization=True)

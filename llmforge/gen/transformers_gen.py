@@ -34,10 +34,10 @@ class TransformersGenerator:
 
     @classmethod
     def from_pretrained(cls, path, **kwargs) -> TransformersGenerator:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from llmforge import causal_lm
 
-        model = AutoModelForCausalLM.from_pretrained(path)
-        return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+        model, tokenizer = causal_lm.load(path)  # remote code refused, weights checked
+        return cls(model, tokenizer, **kwargs)
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each prompt (chat-rendered prompts carry their own special tokens)."""

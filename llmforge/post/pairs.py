@@ -74,9 +74,9 @@ def verifier_pairs(
                 texts, [task] * len(texts), [len(c.token_ids) for c in completions]
             )
         ]
-        best = max(range(k), key=lambda j: scores[j])
-        worst = min(range(k), key=lambda j: scores[j])
-        if scores[best] > scores[worst] and texts[best] != texts[worst]:
+        picked = best_and_worst(scores, texts)
+        if picked is not None:
+            best, worst = picked
             rows.append(
                 {
                     "id": str(task.get("id", len(rows))),
@@ -88,6 +88,16 @@ def verifier_pairs(
                 }
             )
     return rows
+
+
+def best_and_worst(scores: Sequence[float], texts: Sequence[str]) -> tuple[int, int] | None:
+    """Indices of the best- and worst-scoring samples, or None when they tie (in score or
+    in text), since such a pair carries no preference."""
+    best = max(range(len(scores)), key=lambda j: scores[j])
+    worst = min(range(len(scores)), key=lambda j: scores[j])
+    if scores[best] > scores[worst] and texts[best] != texts[worst]:
+        return best, worst
+    return None
 
 
 def task_prompt(task: Mapping):

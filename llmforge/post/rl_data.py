@@ -12,6 +12,7 @@ from pathlib import Path
 from llmforge.data.rows import data_files, read_rows
 from llmforge.errors import BadInput
 from llmforge.verifiers.dispatch import VERIFIERS
+from llmforge.verifiers.ifeval import constraints_error
 
 MODES = (None, "think", "no_think")
 
@@ -29,10 +30,16 @@ def _check_row(row, path: str, line: int) -> dict:
         raise BadInput(
             f"'verifier' must be one of {VERIFIERS}, got {verifier!r}", path=path, line=line
         )
+    if verifier == "judge":
+        raise BadInput("rlvr has no judge model input yet; train on 'judge' rows with the dpo "
+                       "stage's online mode (judge=MODEL)", path=path, line=line)  # fmt: skip
     if verifier == "code" and not row.get("tests"):
         raise BadInput("a code row needs 'tests'", path=path, line=line)
     if verifier in ("math", "exact", "numeric") and row.get("reference") is None:
         raise BadInput(f"a {verifier} row needs 'reference'", path=path, line=line)
+    error = constraints_error(row.get("constraints")) if verifier == "ifeval" else None
+    if error:
+        raise BadInput(error, path=path, line=line)
     if row.get("mode") not in MODES:
         raise BadInput(f"'mode' must be think, no_think or absent, got {row['mode']!r}",
                        path=path, line=line)  # fmt: skip

@@ -4,7 +4,7 @@
 scores a list of completions; see docs/rewards.md for every reward and its options.
 """
 
-from llmforge.verifiers import answer, code, dispatch, form  # noqa: F401  (registers)
+from llmforge.verifiers import answer, code, dispatch, form, ifeval, judge  # noqa: F401 (registers)
 from llmforge.verifiers.answer import extract_answer, last_boxed
 from llmforge.verifiers.base import REGISTRY, Reward, Score, Weighted, build, combine, register
 from llmforge.verifiers.form import overlong_penalty

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from llmforge.errors import BadInput
 from llmforge.verifiers.base import REGISTRY, Reward, Score, register
 
-VERIFIERS = ("math", "exact", "numeric", "code", "format")
+VERIFIERS = ("math", "exact", "numeric", "code", "format", "ifeval", "judge")
 
 
 @register("correct")
