@@ -25,6 +25,7 @@ class StepResult:
     tokens: int  # target tokens trained on, this rank
     stepped: bool  # False when the guard vetoed the update
     moe_load: torch.Tensor | None = None
+    lr: float | None = None  # the last optimizer's lr at this step (before the schedule moves)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -75,6 +76,7 @@ def train_step(
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     stepped = guard is None or guard(float(loss), grad_norm)
+    lr = optimizers[-1].param_groups[0]["lr"] if optimizers else None
     if stepped:
         for opt in optimizers:
             opt.step()
@@ -82,7 +84,7 @@ def train_step(
         opt.zero_grad(set_to_none=True)
     for sched in schedulers:  # a skipped step still uses up its place in the schedule
         sched.step()
-    return StepResult(float(loss), grad_norm, tokens, stepped, moe_load)
+    return StepResult(float(loss), grad_norm, tokens, stepped, moe_load, lr)
 
 
 def _sync_grads(model: nn.Module, last: bool) -> None:
