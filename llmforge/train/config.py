@@ -177,6 +177,15 @@ class ParallelConfig:
         "ranks that split every sequence (Ulysses context parallelism); they share one "
         "batch. Must divide the world size, model.n_heads and train.seq_len",
     )
+    expert: int = param(
+        1,
+        "ranks that share out each MoE layer's experts (expert parallelism, tokens sent by "
+        "all-to-all); every rank still has its own batch. Must divide the world size and "
+        "model.moe.n_experts",
+    )
 
     def __post_init__(self):
         check(self.context >= 1, "context", "must be >= 1")
+        check(self.expert >= 1, "expert", "must be >= 1")
+        if self.expert > 1:
+            check(self.context == 1, "expert", "cannot be combined with context > 1 yet")

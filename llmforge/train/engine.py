@@ -1,9 +1,9 @@
 """The entry point the pretrain-family stages call: data, model, optimizers, loop, export.
 
 `train_model(model, spec, out)` takes a built (unsharded) GPT and a `TrainSpec`, runs or
-resumes the loop in `out.work`, and returns the trained model (full weights on rank 0;
-each other rank keeps its shard) with the summary metrics. The stages only decide where
-the model and data come from.
+resumes the loop in `out.work`, and returns the trained model (full weights, every expert
+included, on every rank: read from the final checkpoint's shards) with the summary
+metrics. The stages only decide where the model and data come from.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from llmforge.data.mixture import natural_weights, stage_ends, total_steps_for, 
 from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput, ConfigError
 from llmforge.model.context_parallel import check_heads
+from llmforge.model.expert_parallel import check_experts
 from llmforge.model.parallelize import parallelize
 from llmforge.train import callbacks as cb
 from llmforge.train import checkpoint, tracking
@@ -136,24 +137,28 @@ def check_model(model: nn.Module, source: Source, spec: TrainSpec) -> None:
         )
 
 
-def check_parallel(cfg, spec: TrainSpec, world: int) -> int:
-    """The context-parallel group size, checked against the launch, the heads and seq_len."""
-    cp = spec.parallel.context
-    if cp == 1:
-        return 1
-    if world % cp:
-        raise ConfigError(
-            "parallel.context", f"{cp} ranks per sequence do not divide the {world} ranks "
-            "of this launch (use torchrun --nproc-per-node)",
-        )  # fmt: skip
-    if spec.train.seq_len % cp:
+def check_parallel(model: nn.Module, spec: TrainSpec, world: int) -> tuple[int, int]:
+    """(context-parallel, expert-parallel) group sizes, checked against the launch and the
+    model; each misfit is a ConfigError naming its key."""
+    cp, ep = spec.parallel.context, spec.parallel.expert
+    for key, size in (("parallel.context", cp), ("parallel.expert", ep)):
+        if world % size:
+            raise ConfigError(key, f"{size} ranks per group do not divide the {world} ranks "
+                              "of this launch (use torchrun --nproc-per-node)")  # fmt: skip
+    if cp > 1 and spec.train.seq_len % cp:
         raise ConfigError("parallel.context", f"{cp} does not divide train.seq_len "
                           f"({spec.train.seq_len})")  # fmt: skip
     try:
-        check_heads(cfg.n_heads, cfg.n_kv_heads, cp)
+        if cp > 1:
+            check_heads(model.cfg.n_heads, model.cfg.n_kv_heads, cp)
     except ValueError as e:
         raise ConfigError("parallel.context", str(e)) from None
-    return cp
+    try:
+        if ep > 1:
+            check_experts(model, ep)
+    except ValueError as e:
+        raise ConfigError("parallel.expert", str(e)) from None
+    return cp, ep
 
 
 def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None = None
@@ -167,13 +172,13 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     check_model(model, source, spec)
     t = spec.train
     work = Path(work or out.work)
-    cp = check_parallel(model.cfg, spec, world)
+    cp, ep = check_parallel(model, spec, world)
     data_world = world // cp  # the ranks of a context-parallel group share one batch
     plan = plan_batches(spec, work, data_world)
     loader, total = plan_data(spec, source, rank // cp, data_world, plan)
     val_sets = validation_sets(spec)
     raw = distributed.place(model)
-    model = parallelize(raw, compile=spec.train.compile, context=cp)
+    model = parallelize(raw, compile=spec.train.compile, context=cp, expert=ep)
     optimizers = build_optimizers(model, spec.optim)
     tokens_at = lambda step: plan.rows_at(step) * t.seq_len  # noqa: E731
     schedulers = build_schedulers(optimizers, spec.schedule, total, tokens_at)
@@ -201,7 +206,8 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
             + (f", each sequence split over {cp} ranks" if cp > 1 else "")
         )
         loop.run()
-    return full_model(loop, raw), summary(loop, callbacks, peak, raw, precision)
+    full = full_model(loop, raw)
+    return full, summary(loop, callbacks, peak, full, precision)
 
 
 def log_batches(schedule: ScheduleConfig, plan: BatchPlan) -> None:

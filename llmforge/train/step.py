@@ -1,5 +1,8 @@
 """The training step, readable top to bottom: forward, backward, accumulation, clipping, step.
 
+Gradient reduction is FSDP2's (on the last micro-batch), plus the experts' under expert
+parallelism; `clip_gradients` measures the norm over every rank (model/parallelize.py).
+
 Everything else the loop does (checkpoints, validation, spike policy, metrics, MoE bias)
 lives in callbacks.py; the only hook here is `guard`, which may veto the optimizer step
 after the gradients are known (that is how a spiking batch is skipped).
@@ -16,6 +19,8 @@ from torch import nn
 
 from llmforge import distributed
 from llmforge.data.loader import Batch
+from llmforge.model.expert_parallel import reduce_expert_gradients
+from llmforge.model.parallelize import clip_gradients
 
 
 @dataclass
@@ -71,9 +76,8 @@ def train_step(
             moe_load = out.aux["moe_load"] if moe_load is None else moe_load + out.aux["moe_load"]
 
     loss = distributed.all_reduce(loss_sum / n, op="avg")
-    params = [p for p in model.parameters() if p.grad is not None]
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    reduce_expert_gradients(model)  # expert parallelism: FSDP leaves the experts to us
+    grad_norm = clip_gradients(model, grad_clip if grad_clip > 0 else float("inf"))
 
     stepped = guard is None or guard(float(loss), grad_norm)
     lr = optimizers[-1].param_groups[0]["lr"] if optimizers else None
