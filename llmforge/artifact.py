@@ -168,9 +168,9 @@ def code_drift(manifest: dict) -> str | None:
     if recorded is None or recorded == source_hash():
         return None
     return (
-        f"it was built by other llmforge code (source {recorded[:12]}, this one "
-        f"{source_hash()[:12]}) and is reused as it is; re-run with --replace to rebuild it "
-        f"with this code, or set {CODE_IN_ID_ENV}=1 to give changed code new ids"
+        f"cache hit on an artifact built by other llmforge code (source {recorded[:12]}, "
+        f"this one {source_hash()[:12]}), reused as it is; re-run with --replace to rebuild "
+        f"it with this code, or set {CODE_IN_ID_ENV}=1 to give changed code new ids"
     )
 
 

@@ -287,8 +287,13 @@ def test_a_cache_hit_made_by_other_code_says_so_and_replace_rebuilds_it(
     other_code(monkeypatch)
     assert execute(SLOW, [], sets=["seconds=0"], out=out) == out
     err = capsys.readouterr().err
-    assert "cache hit" in err and "built by other llmforge code" in err and "--replace" in err
+    assert "cache hit on an artifact built by other llmforge code" in err and "--replace" in err
     assert artifact.read_manifest(out) == built  # the hit changed nothing
+    from stages.utility import _code_text  # the `code` row of `llmforge show`
+
+    assert f"source {built['code']['source_hash'][:12]} (not this llmforge's)" in _code_text(
+        built["code"]
+    )
     execute(SLOW, [], sets=["seconds=0"], out=out, replace=True)
     rebuilt = artifact.read_manifest(out)
     assert rebuilt["id"] == built["id"] and rebuilt["code"]["source_hash"] == "e" * 64
