@@ -122,7 +122,7 @@ class MetricsLogger(Callback):
             "grad_norm": result.grad_norm,
             "lr": result.lr,  # the lr this step used
             "tokens": loop.tokens_trained(),
-            "batch_tokens": loop.loader.plan.rows_at(loop.step - 1) * loop.cfg.seq_len,
+            "batch_tokens": loop.batch_rows * loop.cfg.seq_len,
             "tokens_per_s": speed["tokens_per_s"],
             "data_wait_frac": speed["data_wait_frac"],
             "data_stage": loop.loader.stage,

@@ -51,7 +51,8 @@ class BatchWarmup:
     kind: Literal["none", "linear", "steps"] = param(
         "none",
         "linear: grow from `start` to the full batch over `tokens` (DeepSeek-V3); steps: "
-        "the batches of `steps` in turn (OLMo-core's doubling); none: the full batch always",
+        "the batches of `steps` in turn (as OLMo-core's batch-size scheduler); none: the full "
+        "batch always",
     )
     start: int = param(0, "linear: global batch in tokens per optimizer step at the start")
     tokens: int = param(0, "linear: tokens trained while the batch grows to the full batch")

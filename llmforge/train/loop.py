@@ -65,6 +65,7 @@ class Loop:
         self.callbacks, self.log = callbacks, log_fn
         self.spike = next((c for c in callbacks if isinstance(c, SpikeGuard)), None)
         self.step, self.progress, self._preempted = 0, None, False
+        self.batch_rows = 0  # global rows of the step just done (the batch plan's, at its data)
         self.writer = checkpoint.CheckpointWriter(
             work, keep=train_cfg.keep_checkpoints, asynchronous=train_cfg.async_checkpoint
         )
@@ -170,6 +171,7 @@ class Loop:
             c.on_start(self)
         while self.step < self.total_steps:
             started = time.perf_counter()
+            self.batch_rows = self.loader.plan.rows_at(self.loader.data_step)
             batches = [self.loader.next_batch() for _ in range(self.loader.micro_batches())]
             data_wait = time.perf_counter() - started
             result = train_step(

@@ -93,6 +93,7 @@ class SameBatch:
     def __init__(self, batch: Batch):
         self.batch = batch
         self.plan = BatchPlan(batch.inputs.shape[0])  # what the loop reads besides batches
+        self.data_step = 0
 
     def micro_batches(self) -> int:
         return 1
