@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import llmforge
-from llmforge import filehash, outside
+from llmforge import filehash, log, outside
 from llmforge.errors import BadInput
 from llmforge.filehash import sha256_file
 
@@ -32,6 +34,8 @@ KINDS = ("corpus", "tokenizer", "tokens", "mixture", "model", "eval")
 MANIFEST = "manifest.json"
 WORK_DIR = "_work"
 RUN_STATE = "_run.json"  # inside the partial dir: which id this partial belongs to
+SOURCE_PACKAGES = ("llmforge", "stages")
+CODE_IN_ID_ENV = "LLMFORGE_CODE_IN_ID"  # 1: ids hash the source too (docs/artifacts.md)
 
 
 # ---------------------------------------------------------------- hashing and ids
@@ -62,23 +66,67 @@ def hash_tree(path: Path) -> str:
 
 
 def compute_id(
-    stage: str, config: dict, inputs: Iterable[tuple[str, str]], version: str | None = None
+    stage: str,
+    config: dict,
+    inputs: Iterable[tuple[str, str]],
+    version: str | None = None,
+    source: str | None = None,
 ) -> str:
-    """Deterministic artifact id from (stage, resolved config, input ids, llmforge version).
+    """Deterministic artifact id from (stage, resolved config, input ids, llmforge version),
+    and the source hash when `source` is given (`LLMFORGE_CODE_IN_ID=1`, see `id_source`).
 
-    `version` defaults to this llmforge's; `check_id` passes the one a manifest recorded.
+    `version` defaults to this llmforge's; `id_problem` passes the one a manifest recorded.
     """
-    blob = json.dumps(
-        {
-            "stage": stage,
-            "config": config,
-            "inputs": sorted([list(pair) for pair in inputs]),
-            "version": llmforge.__version__ if version is None else version,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    fields = {
+        "stage": stage,
+        "config": config,
+        "inputs": sorted([list(pair) for pair in inputs]),
+        "version": llmforge.__version__ if version is None else version,
+    }
+    if source is not None:
+        fields["source"] = source
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def hash_sources(packages: dict[str, Path]) -> str:
+    """sha256 over the .py files under each package directory: the path (package name
+    first) and the sha256 of each file, in name order."""
+    h = hashlib.sha256()
+    for name, root in packages.items():
+        for f in sorted(Path(root).rglob("*.py")):
+            rel = f"{name}/{f.relative_to(root).as_posix()}"
+            h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@functools.cache
+def source_hash() -> str:
+    """`hash_sources` of the llmforge and stages packages this process imports from,
+    computed once per process (about 150 files, under 10 ms). It covers our code only: not
+    torch, transformers or other dependencies (the manifest's `host` records the versions
+    of python and torch), not recipes or data files."""
+    packages = {}
+    for name in SOURCE_PACKAGES:
+        spec = importlib.util.find_spec(name)  # finds the package without importing it
+        for root in (spec and spec.submodule_search_locations) or []:
+            packages[name] = Path(root)
+    return hash_sources(packages)
+
+
+def code_in_id() -> bool:
+    """Whether `LLMFORGE_CODE_IN_ID` asks for the source hash to be part of new ids."""
+    raw = os.environ.get(CODE_IN_ID_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadInput(f"environment variable {CODE_IN_ID_ENV}={raw!r}: must be 1 or 0")
+
+
+def id_source() -> str | None:
+    """The `source` argument of `compute_id` for a new artifact: the hash, or None."""
+    return source_hash() if code_in_id() else None
 
 
 def content_hash(files: dict) -> str:
@@ -90,22 +138,39 @@ def id_problem(manifest: dict) -> str | None:
     """Why the manifest's id does not follow from what it records (None when it does).
 
     The id is recomputed from the recorded stage, config, input (role, id) pairs and
-    llmforge version (plus the file table for an artifact nested in another run), so a
-    manifest whose config, inputs, stage or version was edited by hand no longer matches.
+    llmforge version (plus the file table for an artifact nested in another run, and the
+    source hash when `code.in_id` says the id was made with it), so a manifest whose
+    config, inputs, stage, version or source hash was edited by hand no longer matches.
     """
     try:
         stage, config = manifest["stage"], manifest["config"]
         pairs = [(i["role"], i["id"]) for i in manifest["inputs"]]
-        version = manifest["code"]["version"]
+        code = manifest["code"]
+        version = code["version"]
+        source = code["source_hash"] if code.get("in_id") else None
         nested = {**config, "_content": content_hash(manifest["files"])}
-        expected = [compute_id(stage, c, pairs, version) for c in (config, nested)]
+        expected = [compute_id(stage, c, pairs, version, source) for c in (config, nested)]
     except (KeyError, TypeError, ValueError) as e:
         return f"the manifest lacks what its id is computed from ({type(e).__name__}: {e})"
     if manifest["id"] in expected:
         return None
+    parts = ["stage", "config", "inputs", "version", *(["source hash"] if source else [])]
     return (
-        f"id {manifest['id']} does not match the manifest's stage, config, inputs and "
-        f"version (they give {expected[0]}): the manifest was edited"
+        f"id {manifest['id']} does not match the manifest's {', '.join(parts[:-1])} and "
+        f"{parts[-1]} (they give {expected[0]}): the manifest was edited"
+    )
+
+
+def code_drift(manifest: dict) -> str | None:
+    """A warning when the artifact was made by other llmforge source than this process runs
+    (None when the same, or when the manifest predates `code.source_hash`)."""
+    recorded = (manifest.get("code") or {}).get("source_hash")
+    if recorded is None or recorded == source_hash():
+        return None
+    return (
+        f"cache hit on an artifact built by other llmforge code (source {recorded[:12]}, "
+        f"this one {source_hash()[:12]}), reused as it is; re-run with --replace to rebuild "
+        f"it with this code, or set {CODE_IN_ID_ENV}=1 to give changed code new ids"
     )
 
 
@@ -242,9 +307,11 @@ def _nested_artifact(root: Path, f: Path) -> bool:
 # ---------------------------------------------------------------- provenance
 
 
-def code_info() -> dict:
+def code_info(in_id: bool = False) -> dict:
+    """version, git commit and dirty flag, the source hash, and whether the id includes it."""
     repo = Path(__file__).resolve().parent.parent
-    info: dict[str, Any] = {"version": llmforge.__version__, "commit": None, "dirty": None}
+    info: dict[str, Any] = {"version": llmforge.__version__, "commit": None, "dirty": None,
+                            "source_hash": source_hash(), "in_id": in_id}  # fmt: skip
     try:
         run = lambda *a: subprocess.run(  # noqa: E731
             ["git", "-C", str(repo), *a], capture_output=True, text=True, timeout=5
@@ -301,6 +368,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     resumed: bool = False
+    code_in_id: bool = False  # the id hashes the source too (LLMFORGE_CODE_IN_ID)
     started: float = field(default_factory=time.time)
     _lock_fd: int | None = None
 
@@ -334,7 +402,7 @@ class Run:
             "config": self.config,
             "files": file_table(self.dir),
             "metrics": metrics,
-            "code": code_info(),
+            "code": code_info(self.code_in_id),
             "host": host_info(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "duration_s": round(time.time() - self.started, 3),
@@ -419,6 +487,12 @@ def prepare_partial(run: Run, replace: bool) -> None:
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
         if state.get("id") == run.id:
             run.resumed = True
+            if state.get("source_hash", source_hash()) != source_hash():
+                log.warn(
+                    f"{run.dir}: resuming a run that other llmforge code started (source "
+                    f"{state['source_hash'][:12]}, now {source_hash()[:12]}): the result mixes "
+                    f"both; pass --replace to start over, or set {CODE_IN_ID_ENV}=1"
+                )
             return
         if not replace:
             raise BadInput(
@@ -428,7 +502,9 @@ def prepare_partial(run: Run, replace: bool) -> None:
             )
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)
-    state_file.write_text(json.dumps({"id": run.id, "stage": run.stage}))
+    state_file.write_text(
+        json.dumps({"id": run.id, "stage": run.stage, "source_hash": source_hash()})
+    )
 
 
 # ---------------------------------------------------------------- lineage and listing
@@ -510,7 +586,9 @@ def write_nested(
     """
     files = file_table(root)
     content = content_hash(files)
-    art_id = compute_id(stage, {**config, "_content": content}, [(r.role, r.id) for r in inputs])
+    source = id_source()
+    pairs = [(r.role, r.id) for r in inputs]
+    art_id = compute_id(stage, {**config, "_content": content}, pairs, source=source)
     manifest = {
         "schema": SCHEMA,
         "kind": kind,
@@ -520,7 +598,7 @@ def write_nested(
         "config": config,
         "files": files,
         "metrics": metrics,
-        "code": code_info(),
+        "code": code_info(source is not None),
         "host": host_info(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": 0.0,

@@ -111,8 +111,9 @@ def plan(stage: Stage, items: list[str], config_path, sets, out) -> tuple[Any, I
     cfg = config.load(stage.config, config_path, sets)
     inputs = stage.parse_inputs(items)
     art_id = artifact.compute_id(
-        stage.name, config.to_dict(cfg), [(r.role, r.id) for r in inputs.refs]
-    )
+        stage.name, config.to_dict(cfg), [(r.role, r.id) for r in inputs.refs],
+        source=artifact.id_source(),
+    )  # fmt: skip
     return cfg, inputs, art_id, Path(out) if out else default_out(stage.name, art_id)
 
 
@@ -132,7 +133,8 @@ def execute(
         log.info(f"[bold]{stage.name}[/] would write id {art_id} to {out}")
         return out
     rank, world = distributed.init()  # the process group, when launched with WORLD_SIZE > 1
-    run = Run(out, art_id, stage.kind, stage.name, config.to_dict(cfg), inputs.refs, rank, world)
+    run = Run(out, art_id, stage.kind, stage.name, config.to_dict(cfg), inputs.refs, rank, world,
+              code_in_id=artifact.code_in_id())  # fmt: skip
     # Rank 0 alone looks at the output path and takes the lock; every rank learns the
     # verdict (cache hit, conflict, lock held, resume) from it at once.
     hit, run.resumed = distributed.main_decides(lambda: _claim(run, replace))
@@ -206,9 +208,19 @@ def _absolute(stage: Stage, item: str) -> str:
 
 
 def _cache_hit(out: Path, art_id: str, replace: bool) -> bool:
+    """True when `out` already holds `art_id`. With `replace`, an artifact of the same id that
+    other llmforge code built (its `code.source_hash` differs) is rebuilt instead."""
     existing = artifact.existing_id(out)
     if existing == art_id:
+        drift = artifact.code_drift(artifact.read_manifest(out))
+        if drift and replace:
+            log.info(
+                f"{out} holds id {art_id} built by other llmforge code: rebuilding (--replace)"
+            )
+            return False
         log.info(f"cache hit: {out} already holds id {art_id}")
+        if drift:
+            log.warn(f"{out}: {drift}")
         return True
     if existing is not None and not replace:
         raise BadInput(
@@ -291,7 +303,15 @@ def make_command(stage: Stage) -> Callable:
         _param("set", list[str] | None, typer.Option("--set", "-s", help="override: key=value")),
         _param("out", Path | None, typer.Option("--out", "-o", help="output artifact path")),
         _param("dry_run", bool, typer.Option("--dry-run", help="print config and id; do nothing")),
-        _param("replace", bool, typer.Option("--replace", help="overwrite a different artifact")),
+        _param(
+            "replace",
+            bool,
+            typer.Option(
+                "--replace",
+                help="overwrite a different artifact at --out, or one of the same id "
+                "that other llmforge code built",
+            ),
+        ),  # fmt: skip
         _param("quiet", bool, typer.Option("--quiet", "-q", help="only errors on stderr")),
         _param("slurm", bool, typer.Option("--slurm", help="submit as a Slurm job instead")),
         _param(

@@ -21,7 +21,13 @@ from llmforge.data.loader import DataConfig
 from llmforge.distributed import barrier
 from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
 from llmforge.stage import Inputs, Role, Stage
-from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train.config import (
+    OptimConfig,
+    ParallelConfig,
+    ScheduleConfig,
+    SpikeConfig,
+    TrainConfig,
+)
 from llmforge.train.engine import seed_everything, train_model
 from stages.pretrain import spec_for
 
@@ -33,6 +39,9 @@ class Config:
     optim: OptimConfig = param(OptimConfig(), "optimizer (a lower lr than pretraining suits)")
     schedule: ScheduleConfig = param(ScheduleConfig(), "learning-rate schedule")
     spike: SpikeConfig = param(SpikeConfig(), "loss-spike policy")
+    parallel: ParallelConfig = param(
+        ParallelConfig(), "torchrun: expert: 2+ shares out the MoE experts over that many ranks"
+    )
 
 
 def run(cfg: Config, inputs: Inputs, out: Run) -> dict:

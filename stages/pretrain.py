@@ -8,7 +8,8 @@ same command is run again. The output is a transformers directory (stock Llama, 
 SmolLM3 when the features allow), the tokenizer, and metrics.jsonl.
 
 Preemption: SIGTERM/SIGUSR1 make the run checkpoint and exit 1 with the partial kept.
-Distributed: launch with `torchrun --nproc-per-node N -m stages.app pretrain ...`.
+Distributed: launch with `torchrun --nproc-per-node N -m stages.app pretrain ...` (FSDP2;
+`-s parallel.expert=P` also shares out an MoE model's experts over groups of P ranks).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from llmforge.distributed import barrier
 from llmforge.model.gpt import GPT, ModelConfig
 from llmforge.model.hf import export_hf
 from llmforge.stage import Inputs, Role, Stage
-from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
+from llmforge.train.config import (
+    OptimConfig,
+    ParallelConfig,
+    ScheduleConfig,
+    SpikeConfig,
+    TrainConfig,
+)
 from llmforge.train.engine import TrainSpec, seed_everything, train_model
 
 
@@ -35,6 +42,9 @@ class Config:
     optim: OptimConfig = param(OptimConfig(), "optimizer")
     schedule: ScheduleConfig = param(ScheduleConfig(), "learning-rate schedule")
     spike: SpikeConfig = param(SpikeConfig(), "loss-spike policy")
+    parallel: ParallelConfig = param(
+        ParallelConfig(), "torchrun: expert: 2+ shares out the MoE experts over that many ranks"
+    )
 
 
 def spec_for(cfg, inputs: Inputs) -> TrainSpec:
@@ -44,6 +54,7 @@ def spec_for(cfg, inputs: Inputs) -> TrainSpec:
         data=cfg.data, train=cfg.train, optim=cfg.optim, schedule=cfg.schedule, spike=cfg.spike,
         tokens=[r.path for r in inputs.all("tokens")],
         mixture=read_mixture(mixture.path) if mixture else None,
+        parallel=getattr(cfg, "parallel", ParallelConfig()),
     )  # fmt: skip
 
 

@@ -33,11 +33,7 @@ def show(
         for key in ("kind", "stage", "id", "created_at", "duration_s"):
             table.add_row(key, str(manifest.get(key)))
         code = manifest.get("code", {})
-        table.add_row(
-            "code",
-            f"{code.get('version')} {str(code.get('commit'))[:10]}"
-            + (" (dirty)" if code.get("dirty") else ""),
-        )
+        table.add_row("code", _code_text(code))
         table.add_row("host", " ".join(f"{k}={v}" for k, v in manifest.get("host", {}).items()))
         for inp in manifest.get("inputs", []):
             table.add_row(f"input {inp['role']}", _input_text(inp))
@@ -53,6 +49,16 @@ def _is_outside(path: Path) -> bool:
     """A path with no manifest that is not an unfinished run: shown as an outside input."""
     manifest = (path / artifact.MANIFEST).is_file()
     return path.exists() and not manifest and not path.name.endswith(".partial")
+
+
+def _code_text(code: dict) -> str:
+    """version, commit, and the source hash (in the id? the same as this llmforge's?)."""
+    text = f"{code.get('version')} {str(code.get('commit'))[:10]}"
+    text += " (dirty)" if code.get("dirty") else ""
+    if source := code.get("source_hash"):
+        same = "this llmforge's" if source == artifact.source_hash() else "not this llmforge's"
+        text += f", source {source[:12]} ({same}" + ("; in the id)" if code.get("in_id") else ")")
+    return text
 
 
 def _input_text(inp: dict) -> str:

@@ -237,3 +237,93 @@ def test_a_nested_artifact_id_checks_out(tmp_path):
     (root / "tokenizer.json").write_text('{"changed": 1}')
     _edit_manifest(root, lambda m: m.update(files=artifact.file_table(root)))
     assert "does not match" in artifact.id_problem(artifact.read_manifest(root))
+
+
+# ---------------------------------------------------------------- code drift
+
+
+def test_the_source_hash_covers_the_python_files_of_both_packages(tmp_path):
+    lib, cli = tmp_path / "llmforge", tmp_path / "stages"
+    for d in (lib / "train", cli):
+        d.mkdir(parents=True)
+    (lib / "train" / "loop.py").write_text("x = 1\n")
+    (cli / "pretrain.py").write_text("y = 2\n")
+    packages = {"llmforge": lib, "stages": cli}
+    before = artifact.hash_sources(packages)
+    (lib / "train" / "loop.pyc").write_bytes(b"compiled")
+    (lib / "notes.md").write_text("not code")
+    assert artifact.hash_sources(packages) == before  # only .py files count
+    (cli / "pretrain.py").write_text("y = 3\n")
+    edited = artifact.hash_sources(packages)
+    assert edited != before
+    (lib / "train" / "loop.py").rename(lib / "loop.py")  # same bytes, another module
+    assert artifact.hash_sources(packages) != edited
+    assert len(artifact.source_hash()) == 64 and artifact.source_hash() == artifact.source_hash()
+
+
+def test_the_manifest_records_the_source_hash_outside_the_id(tmp_path):
+    out = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "a")
+    manifest = artifact.read_manifest(out)
+    assert manifest["code"]["source_hash"] == artifact.source_hash()
+    assert manifest["code"]["in_id"] is False
+    assert manifest["id"] == artifact.compute_id("slow", {"seconds": 0.0}, [])
+    _edit_manifest(out, lambda m: m["code"].update(source_hash="0" * 64))
+    assert artifact.id_problem(artifact.read_manifest(out)) is None  # provenance, not identity
+
+
+def other_code(monkeypatch) -> None:
+    """From now on this process runs "other" llmforge source."""
+    monkeypatch.setattr(artifact, "source_hash", lambda: "e" * 64)
+
+
+def test_a_cache_hit_made_by_other_code_says_so_and_replace_rebuilds_it(
+    tmp_path, monkeypatch, capsys
+):
+    out = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "a")
+    built = artifact.read_manifest(out)
+    capsys.readouterr()
+    assert execute(SLOW, [], sets=["seconds=0"], out=out) == out
+    assert "other llmforge code" not in capsys.readouterr().err  # same code: a plain hit
+    other_code(monkeypatch)
+    assert execute(SLOW, [], sets=["seconds=0"], out=out) == out
+    err = capsys.readouterr().err
+    assert "cache hit on an artifact built by other llmforge code" in err and "--replace" in err
+    assert artifact.read_manifest(out) == built  # the hit changed nothing
+    from stages.utility import _code_text  # the `code` row of `llmforge show`
+
+    assert f"source {built['code']['source_hash'][:12]} (not this llmforge's)" in _code_text(
+        built["code"]
+    )
+    execute(SLOW, [], sets=["seconds=0"], out=out, replace=True)
+    rebuilt = artifact.read_manifest(out)
+    assert rebuilt["id"] == built["id"] and rebuilt["code"]["source_hash"] == "e" * 64
+    assert artifact.verify(out) == []
+
+
+def test_code_in_the_id_on_request(tmp_path, monkeypatch):
+    plain = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "plain")
+    monkeypatch.setenv(artifact.CODE_IN_ID_ENV, "1")
+    keyed = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "keyed")
+    manifest = artifact.read_manifest(keyed)
+    assert manifest["code"]["in_id"] is True
+    assert manifest["id"] != artifact.read_manifest(plain)["id"]
+    assert artifact.verify(keyed) == [] and artifact.verify(plain) == []  # both kinds check out
+    execute(SLOW, [str(keyed), str(plain)], sets=["seconds=0"], out=tmp_path / "downstream")
+    other_code(monkeypatch)  # changed code: a new id, so the old artifact is no hit
+    with pytest.raises(BadInput, match="different artifact"):
+        execute(SLOW, [], sets=["seconds=0"], out=keyed)
+    _edit_manifest(keyed, lambda m: m["code"].update(source_hash="0" * 64))
+    assert "source hash" in artifact.id_problem(artifact.read_manifest(keyed))
+    monkeypatch.setenv(artifact.CODE_IN_ID_ENV, "maybe")
+    with pytest.raises(BadInput, match="LLMFORGE_CODE_IN_ID"):
+        execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "bad")
+
+
+def test_resuming_a_run_that_other_code_started_warns(tmp_path, monkeypatch, capsys):
+    run = artifact.Run(tmp_path / "out", "id1", "corpus", "slow", {}, [])
+    artifact.prepare_partial(run, replace=False)
+    artifact.prepare_partial(run, replace=False)
+    assert run.resumed and "other llmforge code" not in capsys.readouterr().err
+    other_code(monkeypatch)
+    artifact.prepare_partial(run, replace=False)
+    assert "resuming a run that other llmforge code started" in capsys.readouterr().err

@@ -16,11 +16,12 @@ There is one stream of rows for the whole run, the *global order*, whatever the 
 ranks: every rank draws the same documents with the same random stream and plans the same
 rows (planning needs only document lengths), then reads the tokens of its own rows. Each
 call to `next_batch` consumes `batch_size * world_size` global rows and hands rank r the
-r-th block of `batch_size`; an optimizer step is `grad_accum` such calls, so a step always
-covers the same `global_batch_rows` rows. The data position is therefore one global count
-of rows plus the sampler state (random state, buffers, cursors, the document cut across
-rows): a small JSON-able `state_dict()`, the same on every rank. A run saved on 2 ranks
-resumes on 1 or 4 into the same stream, with `grad_accum_for` keeping the global batch.
+r-th block of `batch_size`; an optimizer step is `micro_batches()` such calls, as many as
+the `BatchPlan` (batch_plan.py) gives that step: `grad_accum` at the full batch, fewer
+during a batch-size warmup. The data position is therefore one global count of rows plus
+the sampler state (random state, buffers, cursors, the document cut across rows) and the
+plan: a small JSON-able `state_dict()`, the same on every rank. A run saved on 2 ranks
+resumes on 1 or 4 into the same stream, with the plan's rows per step kept.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from llmforge.config import check, param
+from llmforge.data.batch_plan import BatchPlan
 from llmforge.data.mixture import MixtureStage
 from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput
@@ -234,33 +236,29 @@ def grad_accum_for(global_batch_rows: int, batch_size: int, world_size: int) -> 
     A checkpoint fixes the global batch (rows per optimizer step); the per-rank
     `batch_size` is fixed by the config, so gradient accumulation makes up the difference.
     """
-    per_pass = batch_size * world_size
-    if global_batch_rows % per_pass:
-        ok = [w for w in range(1, global_batch_rows // batch_size + 1)
-              if global_batch_rows % (batch_size * w) == 0]  # fmt: skip
-        raise BadInput(
-            f"cannot resume on {world_size} rank(s): the checkpoint's global batch is "
-            f"{global_batch_rows} rows per step, not a multiple of train.batch_size "
-            f"{batch_size} x {world_size} ranks = {per_pass}; resume on {ok} ranks"
-        )
-    return global_batch_rows // per_pass
+    BatchPlan(global_batch_rows).check_ranks(batch_size, world_size)
+    return global_batch_rows // (batch_size * world_size)
 
 
 class PackedLoader:
     """Infinite micro-batches of packed rows, following a multi-stage mixture schedule.
 
     `stage_ends[i]` is the optimizer step at which stage i ends and `weights[i]` its mixture
-    (token shares, a vector over `source.domains`). The loader counts global rows itself,
-    so it knows the step from `global_batch_rows`.
+    (token shares, a vector over `source.domains`). `plan` gives the global rows of every
+    step (default: `batch_size * grad_accum * world_size` each). The loader counts global
+    rows itself, so it knows its step from the plan.
     """
 
     def __init__(self, source: Source, weights: list[np.ndarray], stage_ends: list[int],
                  batch_size: int, seq_len: int, grad_accum: int = 1, buffer_docs: int = 64,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, intra_doc_mask: bool = True):  # fmt: skip
+                 seed: int = 0, rank: int = 0, world_size: int = 1, intra_doc_mask: bool = True,
+                 plan: BatchPlan | None = None):  # fmt: skip
         self.source, self.stage_ends = source, stage_ends
         self.weights = [document_probabilities(w, source) for w in weights]
-        self.batch_size, self.grad_accum, self.seq_len = batch_size, grad_accum, seq_len
+        self.batch_size, self.seq_len = batch_size, seq_len
         self.rank, self.world_size = rank, world_size
+        self.plan = plan or BatchPlan(batch_size * grad_accum * world_size, seq_len)
+        self.grad_accum = self.plan.full // (batch_size * world_size)  # at the full batch
         self.intra_doc_mask = intra_doc_mask
         # one random stream and one set of readers for all ranks: the global order
         self.rng = np.random.default_rng([seed, 0])
@@ -275,11 +273,21 @@ class PackedLoader:
 
     @property
     def global_batch_rows(self) -> int:
-        return self.batch_size * self.grad_accum * self.world_size
+        """Rows per optimizer step at the full batch."""
+        return self.plan.full
+
+    @property
+    def data_step(self) -> int:
+        """The optimizer step the next rows belong to (the loop's step, unless it rewound)."""
+        return self.plan.steps_in(self.rows)
+
+    def micro_batches(self) -> int:
+        """`next_batch` calls that make up the coming optimizer step on this rank."""
+        return self.plan.micro_batches(self.data_step, self.batch_size, self.world_size)
 
     @property
     def stage(self) -> int:
-        step = self.rows // self.global_batch_rows
+        step = self.data_step
         return next(
             (i for i, end in enumerate(self.stage_ends) if step < end), len(self.stage_ends) - 1
         )
@@ -326,16 +334,18 @@ class PackedLoader:
             "carry": None if carry is None else [*map(int, carry[0]), *carry[1:]],
             "rows": self.rows,
             "global_batch_rows": self.global_batch_rows,
+            "batch_plan": self.plan.state_dict(),
             "tokens_seen": self.tokens_seen.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != 2:
             raise ValueError("not a global data position (format 2); see Loop.resume")
-        if state["global_batch_rows"] != self.global_batch_rows:
+        saved = saved_plan(state, self.seq_len)
+        if saved != self.plan:
             raise BadInput(
-                f"the checkpoint's global batch is {state['global_batch_rows']} rows, this "
-                f"loader's {self.global_batch_rows} (set grad_accum with grad_accum_for)"
+                f"the checkpoint's batch plan is {saved}, this loader's {self.plan} "
+                "(build the loader with the checkpoint's plan: saved_plan)"
             )
         self.rng.bit_generator.state = state["rng"]
         for d, r in self.readers.items():
@@ -344,6 +354,13 @@ class PackedLoader:
         self.packer.carry = None if carry is None else (np.asarray(carry[:2]), *carry[2:])
         self.rows = state["rows"]
         self.tokens_seen = np.asarray(state["tokens_seen"], dtype=np.int64)
+
+
+def saved_plan(state: dict, seq_len: int) -> BatchPlan:
+    """The batch plan of a saved data position (a constant one before batch warmup)."""
+    if "batch_plan" in state:
+        return BatchPlan.from_state(state["batch_plan"])
+    return BatchPlan(state["global_batch_rows"], seq_len)
 
 
 def validation_batches(store: TokenStore, domain: str, batch_size: int, seq_len: int,

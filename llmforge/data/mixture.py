@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from llmforge.config import check, param
+from llmforge.data.batch_plan import BatchPlan
 from llmforge.errors import BadInput
 
 MIXTURE_FILE = "mixture.json"
@@ -89,11 +90,15 @@ def natural_weights(domain_tokens: dict[str, int]) -> dict[str, float]:
     return {d: n / total for d, n in domain_tokens.items()}
 
 
-def stage_ends(stages: list[MixtureStage], tokens_per_step: int, total_steps: int) -> list[int]:
+def stage_ends(stages: list[MixtureStage], batches: BatchPlan | int, total_steps: int) -> list[int]:
     """The optimizer step at which each stage ends (exclusive); the last ends at `total_steps`.
 
-    A stage with `tokens == 0` runs until the end, so only the last stage may have it.
+    A stage lasts the steps that train its token budget under `batches` (a `BatchPlan`, or
+    tokens per step when every step is alike), so it takes more steps while a batch-size
+    warmup keeps the batch small. A stage with `tokens == 0` runs until the end, so only
+    the last stage may have it.
     """
+    plan = batches if isinstance(batches, BatchPlan) else BatchPlan(batches)
     ends, step = [], 0
     for i, stage in enumerate(stages):
         last = i == len(stages) - 1
@@ -101,13 +106,17 @@ def stage_ends(stages: list[MixtureStage], tokens_per_step: int, total_steps: in
             raise BadInput(
                 f"data.stages[{i}] ('{stage.name}'): only the last stage may have tokens: 0"
             )
-        step = total_steps if last else step + max(1, math.ceil(stage.tokens / tokens_per_step))
+        step = total_steps if last else step + plan.steps_for_tokens(step, stage.tokens)
         ends.append(min(step, total_steps))
     return ends
 
 
-def total_steps_for(stages: list[MixtureStage], tokens_per_step: int) -> int:
+def total_steps_for(stages: list[MixtureStage], batches: BatchPlan | int) -> int:
     """Steps needed to spend every stage's token budget (all budgets must be set)."""
     if any(s.tokens == 0 for s in stages):
         raise BadInput("train.steps is 0, so every data stage needs a token budget (tokens > 0)")
-    return sum(max(1, math.ceil(s.tokens / tokens_per_step)) for s in stages)
+    plan = batches if isinstance(batches, BatchPlan) else BatchPlan(batches)
+    step = 0
+    for s in stages:
+        step += plan.steps_for_tokens(step, s.tokens)
+    return step

@@ -17,6 +17,17 @@ The all-to-alls are differentiable, so backward sends the gradients the same way
 expert's gradient then sums the contributions of every rank's loss; for the data-parallel
 mean loss it must be divided by P, while replicated parameters are averaged over ranks:
 `average_gradients` does both for a model trained without FSDP.
+
+In the engine (`parallel.expert: P`, `apply_expert_parallel`) the world is cut into groups
+of P consecutive ranks; each group holds every expert once, and rank i of every group holds
+the same experts (its *replicas*). FSDP2 shards everything else over all ranks and leaves
+the experts alone (`ignored_params`), so after backward `reduce_expert_gradients` sums each
+expert's gradient over its replicas and divides by the world size: the gradient of the mean
+loss over all ranks, what FSDP gives the other parameters. `expert_grad_norm_sq` is the
+experts' share of the squared global gradient norm (summed over one group, where each
+expert lives once). Unlike torchtitan, which also FSDP-shards the experts over the ranks
+that replicate them, each expert stays whole on its replicas: expert memory is divided by
+P, not by the world size.
 """
 
 from __future__ import annotations
@@ -30,10 +41,11 @@ from llmforge.model.gpt import GPT, MoE
 
 
 class AllToAllDispatch:
-    """`MoE.dispatch` for a rank owning experts first .. first + local - 1."""
+    """`MoE.dispatch` for a rank owning experts first .. first + local - 1; `replicas` is
+    the group of ranks that own the same experts (None when there is one expert group)."""
 
-    def __init__(self, group: dist.ProcessGroup, first: int, local: int):
-        self.group, self.first, self.local = group, first, local
+    def __init__(self, group: dist.ProcessGroup, first: int, local: int, replicas=None):
+        self.group, self.first, self.local, self.replicas = group, first, local, replicas
         self.world = dist.get_world_size(group)
 
     def __call__(self, moe: MoE, flat: Tensor, chosen: Tensor, weights: Tensor) -> Tensor:
@@ -60,20 +72,16 @@ class AllToAllDispatch:
         return out
 
 
-def shard_experts(model: GPT, group: dist.ProcessGroup | None = None) -> None:
+def shard_experts(model: GPT, group: dist.ProcessGroup | None = None, replicas=None) -> None:
     """Keep only this rank's share of every MoE layer's experts; dispatch by all-to-all."""
     group = group or dist.group.WORLD
     world, rank = dist.get_world_size(group), dist.get_rank(group)
+    check_experts(model, world)
     for moe in model.moe_layers():
-        if moe.n_experts % world:
-            raise ValueError(
-                f"expert parallelism over {world} ranks needs moe.n_experts ({moe.n_experts}) "
-                "to be a multiple of it"
-            )
         local = moe.n_experts // world
         first = rank * local
         moe.experts = nn.ModuleDict({str(e): moe.experts[e] for e in range(first, first + local)})
-        moe.dispatch = AllToAllDispatch(group, first, local)
+        moe.dispatch = AllToAllDispatch(group, first, local, replicas)
 
 
 def expert_parameters(model: nn.Module) -> set[nn.Parameter]:
@@ -106,3 +114,70 @@ def gather_experts(model: GPT, group: dist.ProcessGroup | None = None) -> dict[s
         if p in expert_parameters(model)
     }
     return {k: v for part in distributed.all_gather_objects(mine, group) for k, v in part.items()}
+
+
+def check_experts(model: GPT, ranks: int) -> None:
+    """ValueError unless `model` has MoE layers whose experts split over `ranks` ranks."""
+    experts = {moe.n_experts for moe in model.moe_layers()}
+    if not experts:
+        raise ValueError("expert parallelism needs an MoE model (model.moe.n_experts > 0)")
+    if any(n % ranks for n in experts):
+        raise ValueError(
+            f"expert parallelism over {ranks} ranks needs model.moe.n_experts "
+            f"({', '.join(map(str, sorted(experts)))}) to be a multiple of it"
+        )
+
+
+def expert_groups(ranks: int) -> tuple[dist.ProcessGroup, dist.ProcessGroup | None]:
+    """(this rank's group of `ranks` consecutive ranks, the group of ranks that own the same
+    experts: every `ranks`-th one; None when that is this rank alone). Every rank calls it."""
+    world = dist.get_world_size()
+    rank = dist.get_rank()
+    if ranks == world:
+        return dist.group.WORLD, None
+    # new_group must be called by every rank for every group, in the same order
+    groups = [dist.new_group(list(range(g, g + ranks))) for g in range(0, world, ranks)]
+    replicas = [dist.new_group(list(range(i, world, ranks))) for i in range(ranks)]
+    return groups[rank // ranks], replicas[rank % ranks]
+
+
+def apply_expert_parallel(model: GPT, ranks: int) -> set[nn.Parameter]:
+    """Shard `model`'s experts over groups of `ranks` ranks; returns the experts this rank
+    keeps (for FSDP2 to leave alone)."""
+    check_experts(model, ranks)
+    group, replicas = expert_groups(ranks)
+    shard_experts(model, group, replicas)
+    return expert_parameters(model)
+
+
+def _dispatches(model: nn.Module) -> list[tuple[MoE, AllToAllDispatch]]:
+    return [(m, m.dispatch) for m in model.modules() if isinstance(m, MoE) and m.dispatch]
+
+
+@torch.no_grad()
+def reduce_expert_gradients(model: nn.Module) -> None:
+    """Each owned expert's gradient: summed over its replicas, divided by the world size
+    (the data-parallel mean FSDP gives the other parameters). A no-op without experts."""
+    found = _dispatches(model)
+    if not found:
+        return
+    grads = [p.grad for moe, _ in found for p in moe.experts.parameters() if p.grad is not None]
+    replicas = found[0][1].replicas
+    if replicas is not None:  # one all-reduce of all of them, not one per tensor
+        flat = distributed.all_reduce(torch.cat([g.flatten() for g in grads]), group=replicas)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+    world = distributed.get_world_size()
+    for g in grads:
+        g.div_(world)
+
+
+def expert_grad_norm_sq(model: nn.Module) -> Tensor | None:
+    """Squared norm of every expert's gradient in the model (over this rank's group, which
+    holds each expert once); None without expert parallelism."""
+    found = _dispatches(model)
+    if not found:
+        return None
+    grads = [p.grad for moe, _ in found for p in moe.experts.parameters() if p.grad is not None]
+    local = torch.stack([g.float().pow(2).sum() for g in grads]).sum()
+    return distributed.all_reduce(local, group=found[0][1].group)

@@ -94,7 +94,8 @@ class SpikeGuard(Callback):
 
 
 class MetricsLogger(Callback):
-    """Every `every` steps: loss, lr, grad norm, tokens/s, MFU, data wait, domain shares."""
+    """Every `every` steps: loss, lr, grad norm, tokens, the step's global batch in tokens,
+    tokens/s, MFU, data wait, domain shares."""
 
     name = "metrics"
 
@@ -119,8 +120,9 @@ class MetricsLogger(Callback):
             "step": loop.step,
             "loss": float(np.mean(self.losses)),
             "grad_norm": result.grad_norm,
-            "lr": loop.optimizers[-1].param_groups[0]["lr"],
+            "lr": result.lr,  # the lr this step used
             "tokens": loop.tokens_trained(),
+            "batch_tokens": loop.batch_rows * loop.cfg.seq_len,
             "tokens_per_s": speed["tokens_per_s"],
             "data_wait_frac": speed["data_wait_frac"],
             "data_stage": loop.loader.stage,

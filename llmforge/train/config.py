@@ -40,6 +40,42 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class BatchWarmup:
+    """Batch-size warmup: a smaller global batch for the first tokens of the run.
+
+    The batch grows by micro-batches per rank (train.grad_accum is the count at the full
+    batch), so memory stays that of one micro-batch; batches are in tokens per optimizer
+    step over all ranks and round down to whole micro-batches on every rank (at least one).
+    """
+
+    kind: Literal["none", "linear", "steps"] = param(
+        "none",
+        "linear: grow from `start` to the full batch over `tokens` (DeepSeek-V3); steps: "
+        "the batches of `steps` in turn (as OLMo-core's batch-size scheduler); none: the full "
+        "batch always",
+    )
+    start: int = param(0, "linear: global batch in tokens per optimizer step at the start")
+    tokens: int = param(0, "linear: tokens trained while the batch grows to the full batch")
+    steps: list[tuple[int, int]] = param(
+        [],
+        "steps: [[batch, until], ...]: a global batch of `batch` tokens until `until` tokens "
+        "were trained, then the next; the full batch after the last",
+    )
+
+    def __post_init__(self):
+        if self.kind == "linear":
+            check(self.start > 0, "start", "linear batch warmup needs start > 0 (tokens)")
+            check(self.tokens > 0, "tokens", "linear batch warmup needs tokens > 0")
+        if self.kind == "steps":
+            check(len(self.steps) > 0, "steps", "needs at least one [batch, until] pair")
+            for i, pair in enumerate(self.steps):
+                check(len(pair) == 2 and min(pair) > 0, f"steps[{i}]",
+                      "must be [batch, until], both > 0 (tokens)")  # fmt: skip
+            until = [p[1] for p in self.steps]
+            check(until == sorted(set(until)), "steps", "the `until` tokens must increase")
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """The learning-rate schedule, as a multiplier of the peak lr per optimizer step."""
 
@@ -61,6 +97,9 @@ class ScheduleConfig:
     )
     reference_batch: int = param(
         0, "batch_scaling: global batch in tokens per optimizer step that optim.lr was tuned at"
+    )
+    batch_warmup: BatchWarmup = param(
+        BatchWarmup(), "batch-size warmup (the lr follows batch_scaling step by step, if set)"
     )
 
     def __post_init__(self):
@@ -139,6 +178,15 @@ class ParallelConfig:
         "ranks that split every sequence (Ulysses context parallelism); they share one "
         "batch. Must divide the world size, model.n_heads and train.seq_len",
     )
+    expert: int = param(
+        1,
+        "ranks that share out each MoE layer's experts (expert parallelism, tokens sent by "
+        "all-to-all); every rank still has its own batch. Must divide the world size and "
+        "model.moe.n_experts",
+    )
 
     def __post_init__(self):
         check(self.context >= 1, "context", "must be >= 1")
+        check(self.expert >= 1, "expert", "must be >= 1")
+        if self.expert > 1:
+            check(self.context == 1, "expert", "cannot be combined with context > 1 yet")

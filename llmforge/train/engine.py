@@ -1,9 +1,9 @@
 """The entry point the pretrain-family stages call: data, model, optimizers, loop, export.
 
 `train_model(model, spec, out)` takes a built (unsharded) GPT and a `TrainSpec`, runs or
-resumes the loop in `out.work`, and returns the trained model (full weights on rank 0;
-each other rank keeps its shard) with the summary metrics. The stages only decide where
-the model and data come from.
+resumes the loop in `out.work`, and returns the trained model (full weights, every expert
+included, on every rank: read from the final checkpoint's shards) with the summary
+metrics. The stages only decide where the model and data come from.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from torch import nn
 
 from llmforge import distributed, log
 from llmforge.artifact import Run
+from llmforge.data.batch_plan import BatchPlan
 from llmforge.data.loader import DataConfig, PackedLoader, Source, validation_batches
 from llmforge.data.mixture import natural_weights, stage_ends, total_steps_for, weight_vector
 from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput, ConfigError
 from llmforge.model.context_parallel import check_heads
+from llmforge.model.expert_parallel import check_experts
 from llmforge.model.parallelize import parallelize
 from llmforge.train import callbacks as cb
 from llmforge.train import checkpoint, tracking
@@ -33,11 +35,11 @@ from llmforge.train.config import (
     SpikeConfig,
     TrainConfig,
 )
-from llmforge.train.loop import Loop, resume_grad_accum
+from llmforge.train.loop import Loop, resume_plan
 from llmforge.train.metrics import flops_per_token, measure_peak_flops, trim_metrics
 from llmforge.train.optim import build_optimizers
 from llmforge.train.qk_clip import QKClip
-from llmforge.train.schedule import batch_lr_scale, build_schedulers
+from llmforge.train.schedule import batch_lr_scale, batch_plan, build_schedulers
 from llmforge.train.step import resolve_precision
 
 
@@ -56,31 +58,45 @@ class TrainSpec:
     parallel: ParallelConfig = ParallelConfig()
 
 
-def batch_tokens(t: TrainConfig, world: int, grad_accum: int | None = None) -> int:
-    """Tokens per optimizer step over the `world` data-parallel ranks (the global batch)."""
-    return t.batch_size * t.seq_len * (grad_accum or t.grad_accum) * world
+def plan_batches(spec: TrainSpec, work: Path, world: int) -> BatchPlan:
+    """The global rows of every step on `world` data-parallel ranks: the config's batch
+    (and batch warmup), or, when resuming, the checkpoint's plan (BadInput where the new
+    ranks cannot keep it)."""
+    t = spec.train
+    fresh = batch_plan(spec.schedule, t.batch_size, t.grad_accum, world, t.seq_len)
+    resumed = resume_plan(work, t)
+    if resumed is None:
+        return fresh
+    plan, step, saved_world = resumed
+    plan.check_ranks(t.batch_size, world, step)
+    if plan != fresh:
+        log.info(
+            f"the checkpoint at step {step} was saved on {saved_world} rank(s) with global "
+            f"batches of {plan.sizes_from(0)} rows; on {world} the full batch takes grad_accum "
+            f"{plan.full // (t.batch_size * world)}"
+        )
+    return plan
 
 
 def plan_data(spec: TrainSpec, source: Source, rank: int, world: int,
-              grad_accum: int | None = None) -> tuple[PackedLoader, int]:  # fmt: skip
+              plan: BatchPlan | None = None) -> tuple[PackedLoader, int]:  # fmt: skip
     """The loader of this rank and the total number of optimizer steps.
 
-    `grad_accum` overrides the config's (a resume on another number of ranks).
+    `plan` overrides the config's batches (a resume keeps its checkpoint's).
     """
     t = spec.train
-    accum = grad_accum or t.grad_accum
-    tokens_per_step = batch_tokens(t, world, accum)
+    plan = plan or batch_plan(spec.schedule, t.batch_size, t.grad_accum, world, t.seq_len)
     stages = spec.data.stages
-    total = t.steps or total_steps_for(stages, tokens_per_step)
+    total = t.steps or total_steps_for(stages, plan)
     default = spec.mixture or natural_weights(source.domain_tokens())
     weights = [
         weight_vector(s.weights or default, source.domains, where=f"data.stages[{i}].weights")
         for i, s in enumerate(stages)
     ]
     loader = PackedLoader(
-        source, weights, stage_ends(stages, tokens_per_step, total), t.batch_size, t.seq_len,
-        grad_accum=accum, buffer_docs=spec.data.buffer_docs, seed=t.seed,
-        rank=rank, world_size=world, intra_doc_mask=spec.data.intra_doc_mask,
+        source, weights, stage_ends(stages, plan, total), t.batch_size, t.seq_len,
+        buffer_docs=spec.data.buffer_docs, seed=t.seed, rank=rank, world_size=world,
+        intra_doc_mask=spec.data.intra_doc_mask, plan=plan,
     )  # fmt: skip
     return loader, total
 
@@ -121,24 +137,28 @@ def check_model(model: nn.Module, source: Source, spec: TrainSpec) -> None:
         )
 
 
-def check_parallel(cfg, spec: TrainSpec, world: int) -> int:
-    """The context-parallel group size, checked against the launch, the heads and seq_len."""
-    cp = spec.parallel.context
-    if cp == 1:
-        return 1
-    if world % cp:
-        raise ConfigError(
-            "parallel.context", f"{cp} ranks per sequence do not divide the {world} ranks "
-            "of this launch (use torchrun --nproc-per-node)",
-        )  # fmt: skip
-    if spec.train.seq_len % cp:
+def check_parallel(model: nn.Module, spec: TrainSpec, world: int) -> tuple[int, int]:
+    """(context-parallel, expert-parallel) group sizes, checked against the launch and the
+    model; each misfit is a ConfigError naming its key."""
+    cp, ep = spec.parallel.context, spec.parallel.expert
+    for key, size in (("parallel.context", cp), ("parallel.expert", ep)):
+        if world % size:
+            raise ConfigError(key, f"{size} ranks per group do not divide the {world} ranks "
+                              "of this launch (use torchrun --nproc-per-node)")  # fmt: skip
+    if cp > 1 and spec.train.seq_len % cp:
         raise ConfigError("parallel.context", f"{cp} does not divide train.seq_len "
                           f"({spec.train.seq_len})")  # fmt: skip
     try:
-        check_heads(cfg.n_heads, cfg.n_kv_heads, cp)
+        if cp > 1:
+            check_heads(model.cfg.n_heads, model.cfg.n_kv_heads, cp)
     except ValueError as e:
         raise ConfigError("parallel.context", str(e)) from None
-    return cp
+    try:
+        if ep > 1:
+            check_experts(model, ep)
+    except ValueError as e:
+        raise ConfigError("parallel.expert", str(e)) from None
+    return cp, ep
 
 
 def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None = None
@@ -152,17 +172,17 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
     check_model(model, source, spec)
     t = spec.train
     work = Path(work or out.work)
-    cp = check_parallel(model.cfg, spec, world)
+    cp, ep = check_parallel(model, spec, world)
     data_world = world // cp  # the ranks of a context-parallel group share one batch
-    accum = resume_grad_accum(work, t.batch_size, t.grad_accum, data_world)
-    loader, total = plan_data(spec, source, rank // cp, data_world, accum)
+    plan = plan_batches(spec, work, data_world)
+    loader, total = plan_data(spec, source, rank // cp, data_world, plan)
     val_sets = validation_sets(spec)
     raw = distributed.place(model)
-    model = parallelize(raw, compile=spec.train.compile, context=cp)
+    model = parallelize(raw, compile=spec.train.compile, context=cp, expert=ep)
     optimizers = build_optimizers(model, spec.optim)
-    tokens_per_step = batch_tokens(t, data_world, accum)
-    schedulers = build_schedulers(optimizers, spec.schedule, total, tokens_per_step)
-    log_batch_scaling(spec.schedule, tokens_per_step)
+    tokens_at = lambda step: plan.rows_at(step) * t.seq_len  # noqa: E731
+    schedulers = build_schedulers(optimizers, spec.schedule, total, tokens_at)
+    log_batches(spec.schedule, plan)
     precision = resolve_precision(t.precision, distributed.device())
     peak = measure_peak_flops(precision, t.peak_probe_s)
     per_device_flops = flops_per_token(raw.cfg, t.seq_len) / cp  # a group shares each token
@@ -181,19 +201,35 @@ def train_model(model: nn.Module, spec: TrainSpec, out: Run, work: Path | None =
         if loop.resume() and out.is_main:
             trim_metrics(out.dir / "metrics.jsonl", loop.step, spec.extra_log)
         log.info(
-            f"training {total} steps of {t.batch_size}x{t.seq_len}x{accum}x{data_world} "
-            f"tokens in {precision}" + (f", each sequence split over {cp} ranks" if cp > 1 else "")
+            f"training {total} steps of {t.batch_size}x{t.seq_len}x{loader.grad_accum}x"
+            f"{data_world} tokens in {precision}"
+            + (f", each sequence split over {cp} ranks" if cp > 1 else "")
         )
         loop.run()
-    return full_model(loop, raw), summary(loop, callbacks, peak, raw, precision)
+    full = full_model(loop, raw)
+    return full, summary(loop, callbacks, peak, full, precision)
 
 
-def log_batch_scaling(schedule: ScheduleConfig, tokens: int) -> None:
-    if schedule.batch_scaling != "none":
-        scale = batch_lr_scale(schedule, tokens)
+def log_batches(schedule: ScheduleConfig, plan: BatchPlan) -> None:
+    """Say what the batch warmup and the lr's batch scaling do to this run."""
+    full = plan.full * plan.seq_len
+    if plan.phases:
+        first = plan.phases[0][1] * plan.seq_len
         log.info(
-            f"lr x{scale:.4g} by the {schedule.batch_scaling} rule: global batch {tokens} "
-            f"tokens, reference {schedule.reference_batch}"
+            f"batch warmup: {plan.warmup_steps} steps growing from {first} to {full} tokens "
+            f"per step ({plan.rows_before(plan.warmup_steps) * plan.seq_len} tokens)"
+        )
+    if schedule.batch_scaling != "none":
+        scale = batch_lr_scale(schedule, full)
+        start = (
+            f" (x{batch_lr_scale(schedule, plan.rows_at(0) * plan.seq_len):.4g} at the first "
+            "step of the batch warmup)"
+            if plan.phases
+            else ""
+        )
+        log.info(
+            f"lr x{scale:.4g} by the {schedule.batch_scaling} rule: global batch {full} "
+            f"tokens, reference {schedule.reference_batch}{start}"
         )
 
 

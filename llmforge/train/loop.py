@@ -9,8 +9,9 @@ loop saves a checkpoint and raises `RunFailed("preempted ...")`, so the CLI exit
 the partial run directory stays. Re-running the same command resumes from it.
 
 Resuming on another number of ranks: the data position is global (loader.py) and the
-checkpoint is resharded on load (checkpoint.py); `resume_grad_accum` keeps the global batch
-by recomputing gradient accumulation, or refuses with the numbers where it cannot.
+checkpoint is resharded on load (checkpoint.py); `resume_plan` gives the checkpoint's batch
+plan, whose rows per step the new ranks keep by their number of micro-batches (or the
+engine refuses with the numbers where they cannot).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from torch import nn
 
 from llmforge import distributed, log
-from llmforge.data.loader import PackedLoader, grad_accum_for
+from llmforge.data.batch_plan import BatchPlan
+from llmforge.data.loader import PackedLoader, saved_plan
 from llmforge.errors import RunFailed
 from llmforge.train import checkpoint
 from llmforge.train.callbacks import Callback, SpikeGuard
@@ -32,22 +34,23 @@ from llmforge.train.step import train_step
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-def resume_grad_accum(work: Path, batch_size: int, grad_accum: int, world: int) -> int:
-    """Micro-batches per step for this run: the config's, or, when resuming, the number that
-    keeps the global batch of the checkpoint on `world` ranks (BadInput where none does)."""
+def resume_plan(work: Path, train_cfg) -> tuple[BatchPlan, int, int] | None:
+    """(batch plan, step, world size) of the newest checkpoint in `work`; None without one.
+
+    The plan fixes the global rows of every step, so a resume on another number of ranks
+    sees the same rows. Checkpoints from before batch warmup hold only the global batch
+    (format 1 not even that: the config's batch on the ranks that saved it)."""
     path = checkpoint.latest(work)
     if path is None:
-        return grad_accum
+        return None
     restored = checkpoint.read_state(path)
-    loader_state = restored.shared.get("loader", {})
-    rows = loader_state.get("global_batch_rows") or batch_size * grad_accum * restored.world_size
-    accum = grad_accum_for(rows, batch_size, world)
-    if accum != grad_accum or restored.world_size != world:
-        log.info(
-            f"{path.name} was saved on {restored.world_size} rank(s); on {world} the global "
-            f"batch of {rows} rows takes grad_accum {accum}"
-        )
-    return accum
+    state = restored.shared.get("loader", {})
+    if "global_batch_rows" in state:
+        plan = saved_plan(state, train_cfg.seq_len)
+    else:
+        rows = train_cfg.batch_size * train_cfg.grad_accum * restored.world_size
+        plan = BatchPlan(rows, train_cfg.seq_len)
+    return plan, restored.step, restored.world_size
 
 
 class Loop:
@@ -62,14 +65,15 @@ class Loop:
         self.callbacks, self.log = callbacks, log_fn
         self.spike = next((c for c in callbacks if isinstance(c, SpikeGuard)), None)
         self.step, self.progress, self._preempted = 0, None, False
+        self.batch_rows = 0  # global rows of the step just done (the batch plan's, at its data)
         self.writer = checkpoint.CheckpointWriter(
             work, keep=train_cfg.keep_checkpoints, asynchronous=train_cfg.async_checkpoint
         )
         self.rewind_requested = False  # set by the spike policy; acted on after the callbacks
 
     def tokens_trained(self) -> int:
-        """Input tokens per optimizer step times the steps done, over all ranks."""
-        return self.step * self.loader.global_batch_rows * self.cfg.seq_len
+        """Input tokens of the steps done, over all ranks."""
+        return self.loader.plan.rows_before(self.step) * self.cfg.seq_len
 
     # ------------------------------------------------------------ checkpoints
 
@@ -167,7 +171,8 @@ class Loop:
             c.on_start(self)
         while self.step < self.total_steps:
             started = time.perf_counter()
-            batches = [self.loader.next_batch() for _ in range(self.loader.grad_accum)]
+            self.batch_rows = self.loader.plan.rows_at(self.loader.data_step)
+            batches = [self.loader.next_batch() for _ in range(self.loader.micro_batches())]
             data_wait = time.perf_counter() - started
             result = train_step(
                 self.model, self.optimizers, self.schedulers, batches,

@@ -1,5 +1,8 @@
 """The training step, readable top to bottom: forward, backward, accumulation, clipping, step.
 
+Gradient reduction is FSDP2's (on the last micro-batch), plus the experts' under expert
+parallelism; `clip_gradients` measures the norm over every rank (model/parallelize.py).
+
 Everything else the loop does (checkpoints, validation, spike policy, metrics, MoE bias)
 lives in callbacks.py; the only hook here is `guard`, which may veto the optimizer step
 after the gradients are known (that is how a spiking batch is skipped).
@@ -16,6 +19,8 @@ from torch import nn
 
 from llmforge import distributed
 from llmforge.data.loader import Batch
+from llmforge.model.expert_parallel import reduce_expert_gradients
+from llmforge.model.parallelize import clip_gradients
 
 
 @dataclass
@@ -25,6 +30,7 @@ class StepResult:
     tokens: int  # target tokens trained on, this rank
     stepped: bool  # False when the guard vetoed the update
     moe_load: torch.Tensor | None = None
+    lr: float | None = None  # the last optimizer's lr at this step (before the schedule moves)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -70,11 +76,11 @@ def train_step(
             moe_load = out.aux["moe_load"] if moe_load is None else moe_load + out.aux["moe_load"]
 
     loss = distributed.all_reduce(loss_sum / n, op="avg")
-    params = [p for p in model.parameters() if p.grad is not None]
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    reduce_expert_gradients(model)  # expert parallelism: FSDP leaves the experts to us
+    grad_norm = clip_gradients(model, grad_clip if grad_clip > 0 else float("inf"))
 
     stepped = guard is None or guard(float(loss), grad_norm)
+    lr = optimizers[-1].param_groups[0]["lr"] if optimizers else None
     if stepped:
         for opt in optimizers:
             opt.step()
@@ -82,7 +88,7 @@ def train_step(
         opt.zero_grad(set_to_none=True)
     for sched in schedulers:  # a skipped step still uses up its place in the schedule
         sched.step()
-    return StepResult(float(loss), grad_norm, tokens, stepped, moe_load)
+    return StepResult(float(loss), grad_norm, tokens, stepped, moe_load, lr)
 
 
 def _sync_grads(model: nn.Module, last: bool) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from llmforge.data.batch_plan import BatchPlan
 from llmforge.data.loader import (
     PackedLoader,
     RowPacker,
@@ -129,7 +130,7 @@ def global_rows(loaders, steps: int) -> list[torch.Tensor]:
     """Each step's rows in global order: micro-batch by micro-batch, rank by rank."""
     out = []
     for _ in range(steps):
-        for _ in range(loaders[0].grad_accum):
+        for _ in range(loaders[0].micro_batches()):
             out.extend(ld.next_batch().inputs for ld in loaders)
     return out
 
@@ -164,3 +165,41 @@ def test_a_global_batch_that_cannot_be_kept_is_refused_with_the_numbers():
     assert grad_accum_for(16, batch_size=4, world_size=2) == 2
     with pytest.raises(BadInput, match=r"global batch is 8 rows.*4 x 3 ranks = 12.*\[1, 2\]"):
         grad_accum_for(8, batch_size=4, world_size=3)
+
+
+WARMUP = BatchPlan(full=8, seq_len=32, phases=((3, 2), (2, 4)))  # rows: 2, 2, 2, 4, 4, 8...
+
+
+def test_a_batch_warmup_takes_the_plans_rows_per_step_on_any_number_of_ranks(store):
+    weights = [[0.5, 0.3, 0.2]]
+    one = loader(store, weights, batch_size=2, plan=WARMUP)
+    two = [loader(store, weights, batch_size=1, rank=r, world_size=2, plan=WARMUP) for r in (0, 1)]
+    calls = []
+    for _ in range(7):
+        calls.append((one.micro_batches(), two[0].micro_batches()))
+        global_rows([one], 1)
+        global_rows(two, 1)
+    assert calls == [(1, 1)] * 3 + [(2, 2)] * 2 + [(4, 4)] * 2  # micro-batches of each rank
+    assert one.rows == two[0].rows == WARMUP.rows_before(7) == 30
+    fresh = [loader(store, weights, batch_size=2, plan=WARMUP)]
+    again = [
+        loader(store, weights, batch_size=1, rank=r, world_size=2, plan=WARMUP) for r in (0, 1)
+    ]
+    assert torch.equal(torch.cat(global_rows(fresh, 7)), torch.cat(global_rows(again, 7)))
+
+
+def test_a_position_saved_in_the_warmup_on_two_ranks_resumes_on_one(store):
+    weights = [[0.4, 0.4, 0.2]]
+    two = [loader(store, weights, batch_size=1, rank=r, world_size=2, buffer_docs=4, plan=WARMUP)
+           for r in (0, 1)]  # fmt: skip
+    global_rows(two, 4)  # three 2-row steps and one 4-row step: in the middle of the warmup
+    state = two[0].state_dict()
+    assert BatchPlan.from_state(state["batch_plan"]) == WARMUP
+    expected = torch.cat(global_rows(two, 3))  # 4 + 8 + 8 rows
+    one = loader(store, weights, batch_size=1, buffer_docs=4, plan=WARMUP)
+    one.load_state_dict(state)
+    assert one.data_step == 4 and one.micro_batches() == 4
+    assert torch.equal(torch.cat(global_rows([one], 3)), expected)
+    other = loader(store, weights, batch_size=1, buffer_docs=4, grad_accum=8)  # no warmup
+    with pytest.raises(BadInput, match="batch plan"):
+        other.load_state_dict(state)

@@ -60,7 +60,7 @@ def test_stage_config_checks_the_sum():
 
 def test_stage_ends_follow_token_budgets():
     stages = [MixtureStage(tokens=1000), MixtureStage(tokens=550), MixtureStage(tokens=0)]
-    assert stage_ends(stages, tokens_per_step=100, total_steps=30) == [10, 16, 30]
-    assert total_steps_for(stages[:2], tokens_per_step=100) == 16
+    assert stage_ends(stages, 100, total_steps=30) == [10, 16, 30]
+    assert total_steps_for(stages[:2], 100) == 16
     with pytest.raises(BadInput, match="only the last stage"):
         stage_ends(stages[::-1], 100, 30)

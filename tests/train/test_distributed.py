@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 
 from llmforge import artifact
 from llmforge.train import checkpoint
-from llmforge.train.loop import resume_grad_accum
+from llmforge.train.config import TrainConfig
+from llmforge.train.loop import resume_plan
 from tests.stages.pretrain_helpers import metrics_lines, sets
 from tests.train import dist_worker, resume_worker
 from tests.train.fake_tokens import make_tokens
@@ -53,8 +54,9 @@ def test_sharded_checkpoint_resumes_on_two_ranks_bitwise_and_on_one_in_the_same_
     expected = torch.cat([torch.cat(pair) for pair in zip(*rows)][4:])
     work = tmp_path / "one"
     shutil.copytree(tmp_path / "first" / "ckpt-00000004", work / "ckpt-00000004")
-    accum = resume_grad_accum(work, resume_worker.BATCH, 1, world=1)
-    assert accum == 2
+    plan, step, saved_world = resume_plan(work, TrainConfig(batch_size=resume_worker.BATCH))
+    accum = plan.micro_batches(step, resume_worker.BATCH, world=1)
+    assert (step, saved_world, accum) == (4, 2, 2)
     one = resume_worker.build_loop(tokens, work, 0, 1, accum)
     assert one.resume() and one.step == 4
     one.run()

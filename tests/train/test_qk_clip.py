@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from llmforge.data.batch_plan import BatchPlan
 from llmforge.data.loader import Batch
 from llmforge.model.attention import CausalMask, max_logits
 from llmforge.model.gpt import GPT, ModelConfig
@@ -89,11 +90,13 @@ def test_gqa_factors_never_grow_a_weight_and_multiply_to_gamma():
 class SameBatch:
     """A loader that serves one fixed batch forever (a model can only memorise it)."""
 
-    grad_accum = 1  # what the loop reads of a loader besides next_batch
-
     def __init__(self, batch: Batch):
         self.batch = batch
-        self.global_batch_rows = batch.inputs.shape[0]
+        self.plan = BatchPlan(batch.inputs.shape[0])  # what the loop reads besides batches
+        self.data_step = 0
+
+    def micro_batches(self) -> int:
+        return 1
 
     def next_batch(self) -> Batch:
         return self.batch

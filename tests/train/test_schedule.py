@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from llmforge.errors import ConfigError
-from llmforge.train.config import ScheduleConfig
-from llmforge.train.schedule import batch_lr_scale, build_schedulers, lr_factor
+from llmforge.train.config import BatchWarmup, ScheduleConfig
+from llmforge.train.schedule import batch_lr_scale, batch_plan, build_schedulers, lr_factor
 
 
 def test_warmup_is_linear_and_reaches_peak():
@@ -111,3 +111,59 @@ def test_engine_scales_the_lr_by_the_global_batch(tmp_path):
     lines = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
     lrs = [x["lr"] for x in lines if "lr" in x]
     assert lrs == pytest.approx([base.optim.lr * 0.5] * 2)
+
+
+def linear_warmup(start: int, tokens: int) -> ScheduleConfig:
+    return ScheduleConfig(batch_warmup=BatchWarmup(kind="linear", start=start, tokens=tokens))
+
+
+def test_linear_batch_warmup_grows_by_micro_batches_under_the_ramp():
+    # micro-batch 2 rows x 32 tokens on 1 rank: 64 tokens per micro-batch, full 4 = 256
+    plan = batch_plan(linear_warmup(64, 1024), batch_size=2, grad_accum=4, world=1, seq_len=32)
+    assert plan.full == 8 and plan.phases == ((6, 2), (3, 4), (2, 6))
+    warm = plan.warmup_steps
+    for step in range(warm):
+        trained = plan.rows_before(step) * 32
+        ramp = 64 + (256 - 64) * trained / 1024  # the linear ramp in tokens
+        assert ramp - 64 < plan.rows_at(step) * 32 <= ramp  # rounded down to a micro-batch
+    assert plan.rows_before(warm - 1) * 32 < 1024 <= plan.rows_before(warm) * 32
+    # the same global batches on 2 ranks of one row each
+    assert batch_plan(linear_warmup(64, 1024), 1, 4, 2, 32) == plan
+
+
+def test_stepped_batch_warmup_holds_each_batch_until_its_tokens():
+    cfg = ScheduleConfig(batch_warmup=BatchWarmup(kind="steps", steps=[[64, 256], [128, 768]]))
+    plan = batch_plan(cfg, batch_size=2, grad_accum=4, world=1, seq_len=32)
+    assert plan.phases == ((4, 2), (4, 4))  # 4 x 64 = 256 tokens, then 4 x 128 = 512 more
+    assert plan.rows_at(8) == plan.full == 8
+
+
+def test_no_batch_warmup_is_one_constant_batch():
+    plan = batch_plan(ScheduleConfig(), batch_size=4, grad_accum=2, world=3, seq_len=16)
+    assert plan.phases == () and plan.full == 24 and plan.rows_at(10**6) == 24
+
+
+def test_batch_warmup_that_cannot_be_built_is_a_config_error():
+    with pytest.raises(ConfigError, match="batch_warmup.kind.*grad_accum"):
+        batch_plan(linear_warmup(64, 1024), batch_size=2, grad_accum=1, world=1, seq_len=32)
+    with pytest.raises(ConfigError, match="batch_warmup.start.*not below the full batch"):
+        batch_plan(linear_warmup(256, 1024), batch_size=2, grad_accum=4, world=1, seq_len=32)
+    with pytest.raises(ConfigError, match="steps.*increase"):
+        BatchWarmup(kind="steps", steps=[[64, 512], [128, 256]])
+    with pytest.raises(ConfigError, match="tokens"):
+        BatchWarmup(kind="linear", start=64)
+
+
+def test_batch_scaling_follows_the_batch_of_every_step():
+    cfg = ScheduleConfig(kind="constant", warmup_steps=0, batch_scaling="sqrt",
+                         reference_batch=256)  # fmt: skip
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    batches = [64, 64, 128, 256, 256]
+    (sched,) = build_schedulers([opt], cfg, 5, batch_tokens=lambda s: batches[min(s, 4)])
+    seen = []
+    for _ in range(5):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.5, 0.5, math.sqrt(0.5), 1.0, 1.0])
