@@ -6,7 +6,6 @@ host is a real sync of its graph, as on a GPU), so a read-back shows up where it
 """
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 from llmforge.post import grpo
 from llmforge.post.rl_loop import GRPOLoop, offpolicy_clipped
 from llmforge.verifiers import Reward, Score, register
-from tests.device_probe import lazy_device
+from tests.device_probe import host_reads, lazy_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LLMFORGE = str(Path(grpo.__file__).parents[1])
@@ -94,26 +93,7 @@ def test_update_reports_the_metrics_it_always_did(policy, batch, tmp_path):
 
 @pytest.fixture
 def read_backs(monkeypatch) -> list[str]:
-    """Where llmforge's own code reads a non-CPU tensor's values on the host (`.item()`,
-    `float()`, `.cpu()`, `.tolist()`, ...); transformers' and torch's reads are not counted.
-    (A dispatch mode would see every read, but it breaks the lazy device's view ops.)"""
-    where: list[str] = []
-
-    def counted(name):
-        real = getattr(torch.Tensor, name)
-
-        def read(self, *args, **kwargs):
-            caller = sys._getframe(1).f_code.co_filename
-            to_host = name != "to" or torch.device("cpu") in (*args, kwargs.get("device"))
-            if self.device.type != "cpu" and to_host and caller.startswith(LLMFORGE):
-                where.append(f"{Path(caller).name}:{sys._getframe(1).f_lineno} {name}")
-            return real(self, *args, **kwargs)
-
-        return read
-
-    for name in ("item", "tolist", "cpu", "to", "__float__", "__int__", "__bool__"):
-        monkeypatch.setattr(torch.Tensor, name, counted(name))
-    return where
+    return host_reads(monkeypatch, LLMFORGE)
 
 
 def test_update_reads_its_device_back_once_per_step(policy, batch, tmp_path, read_backs):
