@@ -65,8 +65,9 @@ class ExtendConfig:
         [100000.0], "RoPE base (ABF) per length; 0 keeps the current base"
     )
     yarn_factor: float = param(
-        1.0, "export with YaRN at this factor over the last length (1 = off)"
-    )
+        1.0, "export with YaRN at this factor over the last length (1 = off; an error on a "
+        "model that already scales RoPE, whose own scaling is kept)",
+    )  # fmt: skip
     cross_document: bool = param(
         True, "attend across packed documents, so rows longer than documents teach long context"
     )
