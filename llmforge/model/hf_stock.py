@@ -69,7 +69,7 @@ def config_from_hf(hf: dict, where: Path | None = None) -> ModelConfig:
         raise BadInput(f"config.json lacks {missing}", path=where_s)
     c = _read_config(family, hf, where_s)
     _refuse_unsupported(c, where_s)
-    heads, rope = c.num_attention_heads, _rope_of(c)
+    heads, rope = c.num_attention_heads, _rope_of(c, where_s)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
     return ModelConfig(
         vocab_size=c.vocab_size, d_model=c.hidden_size, n_layers=c.num_hidden_layers,
@@ -93,16 +93,16 @@ def _read_config(family: str, hf: dict, where: str | None) -> PreTrainedConfig:
         raise BadInput(f"config.json does not load as {family}: {e}", path=where) from None
 
 
-def _rope_of(c: PreTrainedConfig) -> dict:
+def _rope_of(c: PreTrainedConfig, where: str | None) -> dict:
     params = c.rope_parameters
     if not isinstance(params, dict) or "rope_theta" not in params:
-        raise BadInput("config.json: per-layer rope_parameters are not supported")
+        raise BadInput("config.json: per-layer rope_parameters are not supported", path=where)
     return params
 
 
 def _refuse_unsupported(c: PreTrainedConfig, where: str | None) -> None:
     """Features of these classes that llmforge's model does not have, by config key."""
-    rope = _rope_of(c)
+    rope = _rope_of(c, where)
     layer_types = getattr(c, "layer_types", None) or []
     checks = {
         "attention_bias": not getattr(c, "attention_bias", False),

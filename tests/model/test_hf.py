@@ -23,8 +23,13 @@ FAMILIES = {
         max_seq_len=64,
         rope_scaling=RopeScaling(type="yarn", factor=4.0, original_max_seq_len=16),
     ),  # fmt: skip
+    "llama-llama3-rope": dict(
+        rope_theta=1e4, rope_scaling=RopeScaling(type="llama3", factor=8.0, original_max_seq_len=64)
+    ),
     "qwen3": dict(qk_norm=True),
+    "qwen3-head-dim": dict(qk_norm=True, head_dim=12, tie_embeddings=False),
     "smollm3": dict(nope_every=2, rope_theta=1000.0),
+    "smollm3-head-dim": dict(nope_every=2, head_dim=12),
     "llmforge": dict(
         gated_attn=True,
         logit_softcap=3.0,
