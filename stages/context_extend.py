@@ -8,6 +8,15 @@ at full scale; 128 -> 256 for the tiny demo), each with a larger RoPE base (ABF)
 `yarn_factor > 1` the exported config also carries YaRN scaling (original length = the
 last trained length), so transformers and vLLM run the model at `factor` x that length.
 
+A model that already scales RoPE (a stock checkpoint whose config.json has yarn or llama3
+`rope_parameters`, e.g. Llama 3.1/3.2) keeps that scaling: it is part of how the model
+encodes positions, so it stays in training and in the export, and each length's ABF base
+replaces `rope_theta` underneath it (the scaled frequencies are recomputed from the new
+base; factor and original length stay). `yarn_factor > 1` on such a model is an error
+(exit 2, before any work): a transformers config holds one scaling, and YaRN over YaRN is
+not YaRN. If the source's YaRN was meant for inference only, remove it from its
+config.json first.
+
 Each length is a separate engine run with its own checkpoint directory
 (`_work/len-{L}/`); a finished length leaves its weights there, so a re-run resumes in
 the right stage.
@@ -33,7 +42,8 @@ from llmforge.data.loader import DataConfig
 from llmforge.distributed import barrier
 from llmforge.errors import ConfigError
 from llmforge.model.gpt import GPT, RopeScaling
-from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
+from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf_stock import check_import_parity, stock_export_args
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import (
     OptimConfig,
@@ -55,8 +65,9 @@ class ExtendConfig:
         [100000.0], "RoPE base (ABF) per length; 0 keeps the current base"
     )
     yarn_factor: float = param(
-        1.0, "export with YaRN at this factor over the last length (1 = off)"
-    )
+        1.0, "export with YaRN at this factor over the last length (1 = off; an error on a "
+        "model that already scales RoPE, whose own scaling is kept)",
+    )  # fmt: skip
     cross_document: bool = param(
         True, "attend across packed documents, so rows longer than documents teach long context"
     )
@@ -104,6 +115,18 @@ def with_yarn(model: GPT, factor: float) -> GPT:
     return new
 
 
+def check_source_scaling(model: GPT, extend: ExtendConfig) -> None:
+    """Refuse a second RoPE scaling on a model that has one (see the module docstring)."""
+    own = model.cfg.rope_scaling
+    if extend.yarn_factor > 1 and own.type != "none":
+        raise ConfigError(
+            "extend.yarn_factor",
+            f"the model already scales RoPE ({own.type}, factor {own.factor} over "
+            f"{own.original_max_seq_len} tokens), which context-extend keeps; set "
+            "extend.yarn_factor=1, or remove the scaling from the source's config.json",
+        )
+
+
 def run_length(model: GPT, cfg: Config, inputs: Inputs, out: Run, i: int) -> tuple[GPT, dict]:
     length, theta = cfg.extend.lengths[i], cfg.extend.rope_theta[i]
     work = out.work / f"len-{length}"
@@ -143,6 +166,7 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
             f"the first length ({cfg.extend.lengths[0]}) must exceed the model's max_seq_len "
             f"({model.cfg.max_seq_len})",
         )
+    check_source_scaling(model, cfg.extend)
     uneven = [n for n in cfg.extend.lengths if n % cfg.parallel.context]
     if uneven:
         raise ConfigError(

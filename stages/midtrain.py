@@ -19,7 +19,8 @@ from llmforge.artifact import Run
 from llmforge.config import param
 from llmforge.data.loader import DataConfig
 from llmforge.distributed import barrier
-from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
+from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf_stock import check_import_parity, stock_export_args
 from llmforge.stage import Inputs, Role, Stage
 from llmforge.train.config import (
     OptimConfig,

@@ -7,11 +7,13 @@ recorded in that artifact's manifest plus its input paths rebuild the same Plan 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from llmforge import distributed
 from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
 from llmforge.data import sources
@@ -23,6 +25,7 @@ from llmforge.eval.harness import HarnessConfig
 from llmforge.verifiers.judge import JudgeConfig
 
 BUILTINS = (*tasklib.BUILTINS, "long_context")
+DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,10 @@ class Config:
     model: ModelArgs = param(ModelArgs(), "how the models load (remote code)")
     tasks: list[str] = param([], f"built-in tasks: {', '.join(BUILTINS)}")
     backend: Literal["transformers", "vllm"] = param("transformers", "generation backend")
-    device: str = param("cpu", "torch device for the transformers backend, loss and probes")
+    device: str = param(
+        "auto", "torch device for the transformers backend, loss, probes and lm-eval: auto = "
+        "this rank's (its GPU on a GPU node, else the CPU), or one such as cpu, cuda:1",
+    )  # fmt: skip
     batch_size: int = param(16, "sequences per generation batch")
     sampling: SamplingSection = param(SamplingSection(), "how completions are sampled")
     loss: LossSection = param(LossSection(), "validation loss and bits-per-byte")
@@ -152,6 +158,8 @@ class Config:
         for t in self.tasks:
             check(t in BUILTINS, "tasks", f"unknown task '{t}'; built-ins: {', '.join(BUILTINS)}")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(DEVICE.fullmatch(self.device) is not None, "device",
+              f"'{self.device}' is not auto, cpu, cuda, cuda:N, mps or xpu[:N]")  # fmt: skip
         check(self.sample or self.answer_bpb, "sample", "sample and answer_bpb are both off")
 
 
@@ -219,12 +227,17 @@ def build_plan(
         harness_include=harness,
         backend=cfg.backend,
         batch_size=cfg.batch_size,
-        device=cfg.device,
+        device=resolve_device(cfg.device),
         sample=cfg.sample,
         answer_bpb=cfg.answer_bpb,
         trust_remote_code=cfg.model.trust_remote_code,
         verifier_options={"judge": cfg.judge.options(judge, s.seed)} if judge else {},
     )
+
+
+def resolve_device(name: str) -> str:
+    """`auto` is this rank's device (`llmforge.distributed.device()`); others stay as given."""
+    return str(distributed.device()) if name == "auto" else name
 
 
 def read_texts(paths: Sequence[Path], text_field: str) -> dict[str, list[str]]:

@@ -21,8 +21,8 @@ from llmforge.model.gpt import ModelConfig
 
 
 def _attention_params(cfg: ModelConfig) -> int:
-    q_out = cfg.n_heads * cfg.head_dim
-    kv_out = cfg.n_kv_heads * cfg.head_dim
+    q_out = cfg.n_heads * cfg.head_size
+    kv_out = cfg.n_kv_heads * cfg.head_size
     matrices = cfg.d_model * (2 * q_out + 2 * kv_out)  # q, o and k, v
     if cfg.gated_attn:
         matrices += cfg.d_model * q_out
@@ -47,7 +47,7 @@ def count_params(cfg: ModelConfig) -> dict[str, int]:
     A tied head is counted once (inside `embedding`); an untied head is non-embedding.
     `active` counts only the top_k routed experts of each MoE layer.
     """
-    norms_per_layer = 2 * cfg.d_model + (2 * cfg.head_dim if cfg.qk_norm else 0)
+    norms_per_layer = 2 * cfg.d_model + (2 * cfg.head_size if cfg.qk_norm else 0)
     embedding = cfg.vocab_size * cfg.d_model
     head = 0 if cfg.tie_embeddings else embedding
     total = active = embedding + head + cfg.d_model  # + final norm
@@ -73,7 +73,7 @@ def matmul_params_per_token(cfg: ModelConfig) -> int:
 
 def flops_per_token(cfg: ModelConfig, seq_len: int, causal: bool = False) -> float:
     """Training FLOPs (forward + backward) per token at `seq_len`; see the module docstring."""
-    attention = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+    attention = 12 * cfg.n_layers * cfg.n_heads * cfg.head_size * seq_len
     if causal:
         attention /= 2
     return float(6 * matmul_params_per_token(cfg) + attention)

@@ -2,10 +2,11 @@
 
 Features, each switched by a `ModelConfig` field:
 
-- grouped-query attention (any number of KV heads dividing the query heads), SwiGLU MLP,
-  RMSNorm (pre-norm), tied or untied embeddings, optional embedding scaling;
-- RoPE with a configurable base (ABF = a larger `rope_theta`) and YaRN scaling, and NoPE on
-  every `nope_every`-th layer (RNoPE, as in SmolLM3);
+- grouped-query attention (any number of KV heads dividing the query heads; a head size
+  of its own, `head_dim`, as Qwen3), SwiGLU MLP, RMSNorm (pre-norm), tied or untied
+  embeddings, optional embedding scaling;
+- RoPE with a configurable base (ABF = a larger `rope_theta`), YaRN or Llama 3's scaling,
+  and NoPE on every `nope_every`-th layer (RNoPE, as in SmolLM3);
 - QK-norm (RMSNorm per head on q and k before RoPE, as in Qwen3);
 - gated attention: `o_proj(attn * sigmoid(gate(x)))`, one gate per head channel (Qwen3-Next);
 - soft-capping of the final logits, and of attention scores (FlexAttention on CUDA, eager
@@ -43,18 +44,26 @@ from llmforge.ops import apply_rope, linear_cross_entropy, rms_norm, swiglu
 
 @dataclass(frozen=True)
 class RopeScaling:
-    """Context extension of RoPE beyond the length the model was trained at."""
+    """RoPE frequency scaling: YaRN (context-extend's) or llama3 (Llama 3.1/3.2 checkpoints)."""
 
-    type: Literal["none", "yarn"] = param("none", "'yarn' rescales RoPE frequencies (YaRN)")
-    factor: float = param(1.0, "YaRN: new context length / original_max_seq_len")
-    original_max_seq_len: int = param(0, "YaRN: the context length before extension")
+    type: Literal["none", "yarn", "llama3"] = param(
+        "none", "'yarn' (YaRN) or 'llama3' (Llama 3.1/3.2) rescale the RoPE frequencies"
+    )
+    factor: float = param(1.0, "new context length / original_max_seq_len")
+    original_max_seq_len: int = param(0, "the context length before extension")
     beta_fast: float = param(32.0, "YaRN: rotations above which frequencies are kept")
     beta_slow: float = param(1.0, "YaRN: rotations below which frequencies are interpolated")
+    low_freq_factor: float = param(1.0, "llama3: wavelengths over original/this are divided")
+    high_freq_factor: float = param(4.0, "llama3: wavelengths under original/this are kept")
 
     def __post_init__(self):
-        if self.type == "yarn":
-            check(self.factor > 1.0, "factor", "YaRN needs factor > 1")
-            check(self.original_max_seq_len > 0, "original_max_seq_len", "YaRN needs it > 0")
+        llama3 = self.type == "llama3"
+        check(self.type != "yarn" or self.factor > 1.0, "factor", "YaRN needs factor > 1")
+        check(not llama3 or self.factor >= 1.0, "factor", "llama3 needs factor >= 1")
+        check(not llama3 or 0 < self.low_freq_factor < self.high_freq_factor,
+              "high_freq_factor", "llama3 needs 0 < low_freq_factor < high_freq_factor")  # fmt: skip
+        check(self.type == "none" or self.original_max_seq_len > 0, "original_max_seq_len",
+              "must be > 0 when RoPE is scaled")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,12 @@ class ModelConfig:
     n_layers: int = param(2, "transformer blocks")
     n_heads: int = param(4, "query heads")
     n_kv_heads: int = param(2, "key/value heads (GQA); must divide n_heads")
+    head_dim: int = param(0, "size of each attention head; 0 = d_model / n_heads (Qwen3: 128)")
     ffn_hidden: int = param(172, "SwiGLU hidden size")
     max_seq_len: int = param(512, "longest sequence the model is configured for")
     rope_theta: float = param(10000.0, "RoPE base; raise it for ABF context extension")
     nope_every: int = param(0, "no RoPE on every Nth layer (layers N-1, 2N-1, ...); 0 = never")
-    rope_scaling: RopeScaling = param(RopeScaling(), "YaRN context extension")
+    rope_scaling: RopeScaling = param(RopeScaling(), "YaRN or llama3 RoPE scaling")
     qk_norm: bool = param(False, "RMSNorm on each head's q and k before RoPE")
     gated_attn: bool = param(False, "sigmoid gate on each attention head's output")
     tie_embeddings: bool = param(True, "share the input embedding and output head")
@@ -103,9 +113,12 @@ class ModelConfig:
     def __post_init__(self):
         for key in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden"):
             check(getattr(self, key) > 0, key, "must be > 0")
-        check(self.d_model % self.n_heads == 0, "d_model", "must be a multiple of n_heads")
+        check(self.head_dim >= 0, "head_dim", "must be >= 0 (0 = d_model / n_heads)")
+        if self.head_dim == 0:
+            check(self.d_model % self.n_heads == 0, "d_model", "must be a multiple of n_heads")
         check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", "must divide n_heads")
-        check(self.head_dim % 2 == 0, "d_model", "d_model / n_heads must be even for RoPE")
+        check(self.head_size % 2 == 0, "head_dim" if self.head_dim else "d_model",
+              "the head size must be even for RoPE")  # fmt: skip
         check(self.max_seq_len > 0, "max_seq_len", "must be > 0")
         check(self.rope_theta > 0, "rope_theta", "must be > 0")
         check(self.nope_every >= 0, "nope_every", "must be >= 0")
@@ -117,8 +130,9 @@ class ModelConfig:
         check(self.embed_multiplier > 0, "embed_scale", "must be > 0")
 
     @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+    def head_size(self) -> int:
+        """The size of each attention head: `head_dim`, or d_model / n_heads when it is 0."""
+        return self.head_dim or self.d_model // self.n_heads
 
     @property
     def embed_multiplier(self) -> float:
@@ -135,21 +149,25 @@ class ModelConfig:
 
 
 def rope_frequencies(cfg: ModelConfig) -> tuple[Tensor, float]:
-    """RoPE inverse frequencies [head_dim / 2] and the cos/sin scale (1 unless YaRN).
-
-    YaRN follows the paper (and transformers' `_compute_yarn_parameters`, which the tests
-    compare against): high frequencies are kept, low ones divided by `factor`, with a
-    linear ramp between, and q and k are each scaled by 0.1 ln(factor) + 1.
-    """
-    dim = cfg.head_dim
+    """RoPE inverse frequencies [head_size / 2] and the cos/sin scale (1 unless YaRN)."""
+    dim = cfg.head_size
     inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     scaling = cfg.rope_scaling
-    if scaling.type == "none":
-        return inv_freq, 1.0
+    if scaling.type == "yarn":
+        return _yarn(inv_freq, scaling, dim, cfg.rope_theta)
+    if scaling.type == "llama3":
+        return _llama3(inv_freq, scaling), 1.0
+    return inv_freq, 1.0
+
+
+def _yarn(inv_freq: Tensor, scaling: RopeScaling, dim: int, theta: float) -> tuple[Tensor, float]:
+    """YaRN, after the paper (and transformers' `_compute_yarn_parameters`, which the tests
+    compare against): high frequencies are kept, low ones divided by `factor`, with a
+    linear ramp between, and q and k are each scaled by 0.1 ln(factor) + 1."""
 
     def correction_dim(rotations: float) -> float:
         wavelength = scaling.original_max_seq_len / (rotations * 2 * math.pi)
-        return dim * math.log(wavelength) / (2 * math.log(cfg.rope_theta))
+        return dim * math.log(wavelength) / (2 * math.log(theta))
 
     low = max(math.floor(correction_dim(scaling.beta_fast)), 0)
     high = min(math.ceil(correction_dim(scaling.beta_slow)), dim - 1)
@@ -158,6 +176,20 @@ def rope_frequencies(cfg: ModelConfig) -> tuple[Tensor, float]:
     keep = 1 - ramp  # 1 = extrapolate (keep the frequency), 0 = interpolate
     inv_freq = inv_freq / scaling.factor * (1 - keep) + inv_freq * keep
     return inv_freq, 0.1 * math.log(scaling.factor) + 1.0
+
+
+def _llama3(inv_freq: Tensor, scaling: RopeScaling) -> Tensor:
+    """Llama 3.1's scaling (transformers' `_compute_llama3_parameters`, compared in the
+    tests): wavelengths shorter than original / high_freq_factor keep their frequency,
+    those longer than original / low_freq_factor are slowed by `factor`, and in between
+    the two are mixed by how many times the wavelength fits in the original context."""
+    original, factor = scaling.original_max_seq_len, scaling.factor
+    wavelength = 2 * math.pi / inv_freq
+    fits = original / wavelength  # wavelengths per original context
+    smooth = (fits - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    mixed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    slowed = torch.where(wavelength > original / scaling.low_freq_factor, inv_freq / factor, mixed)
+    return torch.where(wavelength < original / scaling.high_freq_factor, inv_freq, slowed)
 
 
 # ---------------------------------------------------------------- layers
@@ -243,7 +275,7 @@ class MoE(nn.Module):
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, use_rope: bool):
         super().__init__()
-        h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        h, kv, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_size
         self.n_heads, self.n_kv_heads, self.head_dim = h, kv, d
         self.use_rope, self.softcap = use_rope, cfg.attn_softcap
         self.q_proj = nn.Linear(cfg.d_model, h * d, bias=False)
@@ -324,7 +356,7 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.register_buffer("inv_freq", torch.empty(cfg.head_dim // 2), persistent=False)
+        self.register_buffer("inv_freq", torch.empty(cfg.head_size // 2), persistent=False)
         # Recompute each block in backward instead of storing its activations. The name is
         # the attribute transformers' gradient_checkpointing_enable() switches on.
         self.gradient_checkpointing = False

@@ -5,7 +5,8 @@ lm-eval take the result as it is (see `hf_architecture` and docs/model.md):
 
 | features                                              | family                      |
 | ----------------------------------------------------- | --------------------------- |
-| GQA, SwiGLU, RMSNorm, RoPE (+ABF, YaRN), tied or not  | Llama                       |
+| GQA, SwiGLU, RMSNorm, RoPE (+ABF, YaRN, llama3), any  | Llama                       |
+| head_dim, tied or untied head                         |                             |
 | + QK-norm                                             | Qwen3                       |
 | + NoPE every Nth layer                                | SmolLM3                     |
 | gated attention, soft-capping, embedding scale, MoE,  | `LLMForgeForCausalLM`       |
@@ -15,6 +16,9 @@ Importing this module registers `LLMForgeConfig` / `LLMForgeForCausalLM` with
 `AutoConfig` / `AutoModelForCausalLM`, so a process that imported llmforge loads the custom
 family with stock `from_pretrained`, without `trust_remote_code`. The custom class runs our
 GPT inside and has no KV cache: generation recomputes the prefix each step.
+
+`load_gpt` reads our export, the custom family, or a stock Llama/Qwen3/SmolLM3 checkpoint
+(the mapping and the parity check that proves it live in hf_stock.py).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from llmforge.causal_lm import read_json_object as _read_json
 from llmforge.config import from_dict, to_dict
 from llmforge.errors import BadInput, ConfigError
-from llmforge.model.gpt import GPT, ModelConfig, RopeScaling, rope_frequencies
+from llmforge.model import hf_stock
+from llmforge.model.gpt import GPT, ModelConfig, rope_frequencies
 
 OUR_CONFIG = "llmforge_model.json"
 WEIGHTS = "model.safetensors"
@@ -68,7 +73,7 @@ class LLMForgeConfig(PreTrainedConfig):
         # The standard names, for tools that read sizes from any config.
         self.hidden_size, self.num_hidden_layers = cfg.d_model, cfg.n_layers
         self.num_attention_heads, self.num_key_value_heads = cfg.n_heads, cfg.n_kv_heads
-        self.head_dim, self.intermediate_size = cfg.head_dim, cfg.ffn_hidden
+        self.head_dim, self.intermediate_size = cfg.head_size, cfg.ffn_hidden
         self.max_position_embeddings = cfg.max_seq_len
         self.final_logit_softcapping = cfg.logit_softcap  # read by TRL's fused LM head
         kwargs.setdefault("vocab_size", cfg.vocab_size)
@@ -158,10 +163,12 @@ def _documents(attention_mask, position_ids) -> torch.Tensor | None:
     A document starts where the attention mask changes value (padding becomes a document of
     its own, so real tokens never see it and, after left padding, start at position 0) or
     where position_ids do not continue by +1 (TRL's padding-free packing, as stock models
-    read it).
+    read it). One host sync at most (`starts.any()`): whether to take the plain causal
+    kernel is decided on the host. An all-ones mask has no change, so it needs no check
+    of its own.
     """
     starts = None
-    if attention_mask is not None and not bool(attention_mask.all()):
+    if attention_mask is not None:
         starts = attention_mask[:, 1:] != attention_mask[:, :-1]
     if position_ids is not None:
         jumps = (position_ids[:, 1:] - position_ids[:, :-1]) != 1
@@ -202,49 +209,38 @@ _FAMILIES = {
 }
 
 
-def rope_parameters(cfg: ModelConfig) -> dict:
-    """transformers 5 `rope_parameters` (it replaced `rope_scaling`): theta plus YaRN."""
-    params = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    if cfg.rope_scaling.type == "yarn":
-        s = cfg.rope_scaling
-        params.update(
-            rope_type="yarn", factor=s.factor, original_max_position_embeddings=s.original_max_seq_len,
-            beta_fast=s.beta_fast, beta_slow=s.beta_slow,
-        )  # fmt: skip
-    return params
-
-
 def hf_config(
-    cfg: ModelConfig, special_tokens: dict | None = None, family: str | None = None
+    cfg: ModelConfig,
+    special_tokens: dict | None = None,
+    family: str | None = None,
+    base_config: dict | None = None,
 ) -> PreTrainedConfig:
     """The transformers config of `family`, by default the one `hf_architecture(cfg)` picks.
 
     A SmolLM3 checkpoint whose layers all use RoPE stays SmolLM3 when asked (its features
-    alone would make it a Llama); any other family the features do not allow is refused."""
+    alone would make it a Llama); any other family the features do not allow is refused.
+    `base_config` (a continued stock checkpoint's config.json) is kept but for the fields
+    `cfg` decides, its own token ids included."""
     picked = hf_architecture(cfg)
     family = family or picked
     if family != picked and (family, picked) != ("smollm3", "llama"):
         raise ValueError(f"a model with these features exports as {picked}, not {family}")
     config_cls, class_name = _FAMILIES[family]
+    if base_config is not None:
+        config = hf_stock.continued_config(base_config, cfg, family)
+        config.architectures = config.architectures or [class_name]
+        return config
     common = dict(
         vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_embeddings,
         architectures=[class_name], **(special_tokens or {}),
     )  # fmt: skip
     if family == "llmforge":
         return config_cls(llmforge=to_dict(cfg), **common)
-    common.update(
-        hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-        max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-        initializer_range=cfg.init_std, rope_parameters=rope_parameters(cfg),
-        attention_bias=False, hidden_act="silu",
-    )  # fmt: skip
+    common.update(hf_stock.architecture_fields(cfg, family))
+    common.update(initializer_range=cfg.init_std, attention_bias=False, hidden_act="silu")
     if family == "llama":
-        return config_cls(head_dim=cfg.head_dim, mlp_bias=False, **common)
-    if family == "qwen3":
-        return config_cls(head_dim=cfg.head_dim, use_sliding_window=False, **common)
-    no_rope = [int(cfg.uses_rope(i)) for i in range(cfg.n_layers)]
-    return config_cls(no_rope_layers=no_rope, use_sliding_window=False, **common)
+        return config_cls(mlp_bias=False, **common)
+    return config_cls(use_sliding_window=False, **common)
 
 
 def export_hf(
@@ -254,11 +250,13 @@ def export_hf(
     *,
     dtype: torch.dtype | None = None,
     family: str | None = None,
+    base_config: dict | None = None,
 ) -> None:
     """Write config.json, generation_config.json, model.safetensors, llmforge_model.json and
     the tokenizer files. `dtype` (e.g. torch.bfloat16) casts the weights; default: as is.
-    `family` keeps a continued checkpoint's architecture (see `hf_config`); a source
-    generation_config.json (sampling defaults, stop ids) is kept as it is."""
+    `family` and `base_config` keep a continued checkpoint's architecture and config.json
+    (see `hf_config`); a source generation_config.json (sampling defaults, stop ids) is
+    kept as it is."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     special = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # not Llama's 1, 2
@@ -266,7 +264,7 @@ def export_hf(
     if tokenizer_dir is not None:
         special, stop_ids = _copy_tokenizer(Path(tokenizer_dir), out)
     state = _hf_state_dict(model, dtype)
-    config = hf_config(model.cfg, special, family)
+    config = hf_config(model.cfg, special, family, base_config)
     config.dtype = dtype or model.embed_tokens.weight.dtype
     config.save_pretrained(out)
     if tokenizer_dir is not None and (Path(tokenizer_dir) / "generation_config.json").is_file():
@@ -351,7 +349,7 @@ def load_gpt(model_dir: str | Path) -> GPT:
             if hf.get("model_type") == "llmforge":  # our custom family saved by transformers/TRL
                 cfg = from_dict(ModelConfig, hf.get("llmforge", {}))
             else:
-                cfg = config_from_hf(hf, hf_file)
+                cfg = hf_stock.config_from_hf(hf, hf_file)
         else:
             raise BadInput(f"no {OUR_CONFIG} or config.json: not a model directory", path=str(path))
     except ConfigError as e:
@@ -367,48 +365,6 @@ def load_gpt(model_dir: str | Path) -> GPT:
             path=str(path),
         )
     return model
-
-
-def stock_export_args(model_dir: str | Path) -> dict:
-    """`export_hf` arguments that give a continued checkpoint back its own family and dtype
-    (Qwen3 in, Qwen3 out; a bf16 checkpoint stays bf16); empty for our custom family."""
-    hf_file = Path(model_dir) / "config.json"
-    hf = _read_json(hf_file) if hf_file.is_file() else {}
-    if hf.get("model_type") not in ("llama", "qwen3", "smollm3"):
-        return {}
-    dtype = getattr(torch, str(hf.get("dtype") or hf.get("torch_dtype") or "float32"), None)
-    return {"family": hf["model_type"], "dtype": dtype if isinstance(dtype, torch.dtype) else None}
-
-
-def check_import_parity(model_dir: str | Path, model: GPT, tokens: int = 32) -> float:
-    """Max |logit difference| between the imported GPT and transformers' own class on the
-    same checkpoint (both fp32, a fixed random batch); BadInput when the import is not exact.
-
-    Costs one more fp32 copy of the model in CPU memory for a moment. Skipped (0.0) for our
-    custom family, whose transformers class runs this very GPT.
-    """
-    path = Path(model_dir)
-    hf = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
-    if hf.get("model_type") in (None, "llmforge"):
-        return 0.0
-    reference = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-    n = min(tokens, model.cfg.max_seq_len)
-    ids = torch.randint(model.cfg.vocab_size, (2, n), generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    with torch.no_grad():
-        want = reference(input_ids=ids, use_cache=False).logits.float()
-        got = model.eval()(ids).logits.float()
-    model.train(was_training)
-    diff = float((got - want).abs().max())
-    tol = 1e-3 * max(1.0, float(want.abs().max()))
-    if not diff <= tol:  # also catches NaN
-        raise BadInput(
-            f"the import into llmforge's model is not exact: its logits differ from "
-            f"transformers' {type(reference).__name__} by up to {diff:.3g} (tolerance "
-            f"{tol:.3g}); config.json uses a feature the import does not map",
-            path=str(path),
-        )
-    return diff
 
 
 def _our_key(hf_key: str) -> str:
@@ -428,88 +384,3 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     for shard in shards:
         state.update(load_file(str(path / shard)))
     return state
-
-
-def config_from_hf(hf: dict, where: Path | None = None) -> ModelConfig:
-    """Map a stock Llama/Qwen3/SmolLM3 config.json onto ModelConfig, refusing what we lack."""
-    family = hf.get("model_type")
-    where_s = str(where) if where else None
-    if family not in ("llama", "qwen3", "smollm3"):
-        raise BadInput(
-            f"model_type {family!r}: midtrain and context-extend continue llama, qwen3 and "
-            "smollm3 checkpoints (and llmforge's own); sft, dpo, rlvr and eval take any "
-            "causal LM",
-            path=where_s,
-        )
-    missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
-    if missing:
-        raise BadInput(f"config.json lacks {missing}", path=where_s)
-    _refuse_unsupported(hf, where_s)
-    heads = hf["num_attention_heads"]
-    return ModelConfig(
-        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-        n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
-        ffn_hidden=hf["intermediate_size"],
-        max_seq_len=hf.get("max_position_embeddings", 2048),
-        rope_theta=_rope(hf)["rope_theta"], rope_scaling=_rope_scaling(_rope(hf), where_s),
-        nope_every=_nope_every(hf, where_s) if family == "smollm3" else 0,
-        qk_norm=family == "qwen3",
-        tie_embeddings=bool(hf.get("tie_word_embeddings", family == "smollm3")),  # class defaults
-        norm_eps=hf.get("rms_norm_eps", 1e-6), init_std=hf.get("initializer_range", 0.02),
-    )  # fmt: skip
-
-
-_REQUIRED_HF_KEYS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-)  # fmt: skip
-
-
-def _refuse_unsupported(hf: dict, where: str | None) -> None:
-    checks = {
-        "attention_bias": not hf.get("attention_bias", False),
-        "mlp_bias": not hf.get("mlp_bias", False),
-        "hidden_act": hf.get("hidden_act", "silu") == "silu",
-        "use_sliding_window": not hf.get("use_sliding_window", False),
-        "head_dim": hf.get("head_dim") in (None, hf["hidden_size"] // hf["num_attention_heads"]),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise BadInput(f"config.json: '{key}' = {hf.get(key)!r} is not supported", path=where)
-
-
-def _rope(hf: dict) -> dict:
-    """rope_parameters (transformers 5) or the older rope_theta + rope_scaling fields."""
-    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
-    params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
-    params.setdefault("rope_type", params.get("type", "default"))
-    return params
-
-
-def _rope_scaling(params: dict, where: str | None) -> RopeScaling:
-    kind = params["rope_type"]
-    if kind == "default":
-        return RopeScaling()
-    if kind != "yarn":
-        raise BadInput(
-            f"config.json: rope_type {kind!r} is not supported (default, yarn)", path=where
-        )
-    return RopeScaling(
-        type="yarn", factor=params["factor"],
-        original_max_seq_len=params["original_max_position_embeddings"],
-        beta_fast=params.get("beta_fast") or 32.0, beta_slow=params.get("beta_slow") or 1.0,
-    )  # fmt: skip
-
-
-def _nope_every(hf: dict, where: str | None) -> int:
-    """SmolLM3's per-layer flags (1 = RoPE) as a period; irregular patterns are refused."""
-    flags = hf.get("no_rope_layers")
-    n = hf["num_hidden_layers"]
-    if flags is None:
-        return hf.get("no_rope_layer_interval", 4)
-    flags = list(flags)[:n]
-    if all(flags):
-        return 0
-    period = flags.index(0) + 1
-    if flags != [int((i + 1) % period != 0) for i in range(n)]:
-        raise BadInput(f"config.json: no_rope_layers {flags} is not every Nth layer", path=where)
-    return period

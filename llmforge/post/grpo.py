@@ -87,9 +87,9 @@ def policy_loss(logp, old_logp, adv, weights, args: LossArgs, sampler_logp=None,
         per_token = per_token + args.kl_coef * (torch.exp(delta) - delta - 1)
     loss = (per_token * weights).sum()
     n = live.sum().clamp(min=1)
-    stats = {
-        "clip_frac_low": ((hit_low & live).sum() / n).item(),
-        "clip_frac_high": ((hit_high & live).sum() / n).item(),
-        "offpolicy_masked": ((weights == 0) & live).sum().item(),
+    stats = {  # 0-d tensors on the batch's device: reading them is the caller's one sync
+        "clip_frac_low": (hit_low & live).sum() / n,
+        "clip_frac_high": (hit_high & live).sum() / n,
+        "offpolicy_masked": ((weights == 0) & live).sum(),
     }
     return loss, stats

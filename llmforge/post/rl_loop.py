@@ -27,6 +27,10 @@ from llmforge.post import grpo, rl_checkpoint, rl_sampling
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import as_prompt
 
+# What `GRPOLoop.update` sums over micro-batches, in the order it logs them.
+UPDATE_METRICS = ("loss", "clip_frac_low", "clip_frac_high", "offpolicy_masked",
+                  "offpolicy_clipped_frac", "entropy")  # fmt: skip
+
 
 class PromptStream:
     """An endless, seeded, reshuffled-per-epoch stream of prompts with a resumable position."""
@@ -222,6 +226,11 @@ class GRPOLoop:
     def token_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (at the batch's sampling temperature) and entropies of completion tokens,
         on the CPU like the rest of the batch."""
+        logp, entropy = self.device_logprobs(model, b, rows)
+        return logp.cpu(), entropy.cpu()
+
+    def device_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """`token_logprobs` left on the model's device (no copy back, so no sync)."""
         dev = distributed.model_device(model)
         ids, attn = b["ids"][rows].to(dev), b["attn"][rows].to(dev)
         logits = model(input_ids=ids, attention_mask=attn).logits
@@ -230,7 +239,7 @@ class GRPOLoop:
         logp_all = torch.log_softmax(picked / b["temperature"], dim=-1)
         logp = logp_all.gather(-1, b["tokens"][rows].to(dev).unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
-        return logp.cpu(), entropy.cpu()
+        return logp, entropy
 
     def old_logprobs(self, b: dict) -> torch.Tensor | None:
         """Log-probs before any update; None when one update per batch (they equal logp)."""
@@ -245,52 +254,54 @@ class GRPOLoop:
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
     def update(self, b: dict, old: torch.Tensor | None) -> dict:
-        """One optimizer step over the whole batch, in micro-batches."""
+        """One optimizer step over the whole batch, in micro-batches.
+
+        The loss and its statistics stay on the policy's device and are summed there (in
+        fp64, as the Python floats they were summed in before), so a step reads them back
+        in one sync at the end instead of several per micro-batch."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {
-            "loss": 0.0,
-            "clip_frac_low": 0.0,
-            "clip_frac_high": 0.0,
-            "offpolicy_masked": 0.0,
-            "offpolicy_clipped_frac": 0.0,
-            "entropy": 0.0,
-        }
-        live = b["mask"].sum().clamp(min=1)
+        dev = distributed.model_device(self.model)
+        on_dev = distributed.to_device(
+            {k: b[k] for k in ("adv", "weights", "sampler", "mask")}, dev
+        )
+        on_dev["old"] = None if old is None else old.to(dev)
+        sums = dict.fromkeys(UPDATE_METRICS, torch.zeros((), dtype=torch.float64, device=dev))
         for rows in self.chunks(b):
-            logp, entropy = self.token_logprobs(self.model, b, rows)
-            old_rows = logp.detach() if old is None else old[rows]
-            ref = None
-            if self.ref_model is not None:
-                with torch.no_grad():
-                    ref = self.token_logprobs(self.ref_model, b, rows)[0]
-            loss, stats = grpo.policy_loss(
-                logp,
-                old_rows,
-                b["adv"][rows],
-                b["weights"][rows],
-                self.cfg.loss,
-                b["sampler"][rows],
-                ref,
-            )
-            if loss.requires_grad:
-                loss.backward()
-            share = b["mask"][rows].sum() / live
-            totals["loss"] += loss.item()
-            totals["entropy"] += ((entropy * b["mask"][rows]).sum() / live).item()
-            for key in ("clip_frac_low", "clip_frac_high"):
-                totals[key] += stats[key] * share.item()
-            totals["offpolicy_masked"] += stats["offpolicy_masked"]
-            clipped = offpolicy_clipped(
-                old_rows, b["sampler"][rows], b["mask"][rows], self.cfg.loss
-            )
-            totals["offpolicy_clipped_frac"] += clipped / live.item()
+            terms = self.micro_batch(b, on_dev, rows)
+            sums = {k: sums[k] + terms[k].double() for k in UPDATE_METRICS}
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.optim.max_grad_norm
         )
         self.optimizer.step()
         self.scheduler.step()
-        return {**totals, "grad_norm": float(grad_norm)}
+        values = torch.stack([*sums.values(), grad_norm.double().to(dev)]).tolist()  # the sync
+        return dict(zip([*UPDATE_METRICS, "grad_norm"], values, strict=True))
+
+    def micro_batch(self, b: dict, on_dev: dict, rows: slice) -> dict[str, torch.Tensor]:
+        """Backward through the loss of `rows`; their share of each metric, on the device."""
+        logp, entropy = self.device_logprobs(self.model, b, rows)
+        old = logp.detach() if on_dev["old"] is None else on_dev["old"][rows]
+        ref = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref = self.device_logprobs(self.ref_model, b, rows)[0].to(logp.device)
+        mask, sampler = on_dev["mask"][rows], on_dev["sampler"][rows]
+        loss, stats = grpo.policy_loss(
+            logp, old, on_dev["adv"][rows], on_dev["weights"][rows], self.cfg.loss, sampler, ref
+        )
+        if loss.requires_grad:
+            loss.backward()
+        live = on_dev["mask"].sum().clamp(min=1)
+        share = (mask.sum() / live).double()
+        clipped = offpolicy_clipped(old, sampler, mask, self.cfg.loss)
+        return {
+            "loss": loss.detach(), "entropy": (entropy * mask).sum() / live,
+            "clip_frac_low": stats["clip_frac_low"].double() * share,
+            "clip_frac_high": stats["clip_frac_high"].double() * share,
+            "offpolicy_masked": stats["offpolicy_masked"],
+            "offpolicy_clipped_frac": clipped.double() / live.double(),
+        }  # fmt: skip
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
@@ -374,13 +385,15 @@ class GRPOLoop:
         return history
 
 
-def offpolicy_clipped(old_logp, sampler_logp, mask, args) -> float:
+def offpolicy_clipped(old_logp, sampler_logp, mask, args) -> torch.Tensor:
     """Live tokens whose train/sampler ratio the off-policy correction masked (icepop) or
-    capped (tis)."""
+    capped (tis), as a 0-d tensor on the tokens' device."""
+    if args.offpolicy == "none":
+        return torch.zeros((), dtype=torch.long, device=mask.device)
     ratio = torch.exp(old_logp.detach() - sampler_logp)
     weight, keep = grpo.offpolicy_weights(old_logp.detach(), sampler_logp, args)
     hit = ~keep if args.offpolicy == "icepop" else weight < ratio
-    return float((hit & (mask > 0)).sum()) if args.offpolicy != "none" else 0.0
+    return (hit & (mask > 0)).sum()
 
 
 def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> list[float]:

@@ -116,7 +116,8 @@ def _trainer_class():
 def fused_causal_lm_loss(model, inputs: Mapping, num_items_in_batch=None):
     """Next-token loss from the decoder's last hidden states and the lm_head weight.
 
-    The logits are never materialised whole: `linear_cross_entropy` works in chunks.
+    The logits are never materialised whole: `linear_cross_entropy` works in chunks. A
+    config's `final_logit_softcapping` caps them as the model's own forward does.
     """
     import torch.nn.functional as F
 
@@ -128,8 +129,9 @@ def fused_causal_lm_loss(model, inputs: Mapping, num_items_in_batch=None):
     feed = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
     hidden = base.get_decoder()(**feed, use_cache=False).last_hidden_state
     targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+    softcap = getattr(base.config, "final_logit_softcapping", None)  # Gemma 2, our custom family
     out = linear_cross_entropy(
-        hidden, base.get_output_embeddings().weight, targets, reduction="sum"
+        hidden, base.get_output_embeddings().weight, targets, softcap=softcap, reduction="sum"
     )
     count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     return out.loss / max(int(count), 1)

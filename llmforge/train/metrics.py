@@ -60,7 +60,7 @@ def flops_per_token(cfg, seq_len: int) -> float:
     if model_flops is not None:
         return float(model_flops(cfg, seq_len))
     d, layers = cfg.d_model, cfg.n_layers
-    kv = cfg.n_kv_heads * cfg.head_dim
+    kv = cfg.n_kv_heads * cfg.head_size
     attn = d * d * 2 + d * kv * 2 + (d * d if cfg.gated_attn else 0)
     mlp = 3 * d * cfg.ffn_hidden
     head = d * cfg.vocab_size

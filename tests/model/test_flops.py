@@ -11,6 +11,7 @@ BASE = dict(vocab_size=101, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn
 VARIANTS = {
     "dense": {},
     "untied-gated-qknorm": dict(tie_embeddings=False, gated_attn=True, qk_norm=True),
+    "head-dim-12-qknorm": dict(head_dim=12, qk_norm=True),  # Qwen3: heads x head_dim != d_model
     "moe": dict(moe=MoEConfig(n_experts=4, top_k=2, shared_expert=True, dense_layers=1)),
     "moe-small-experts": dict(moe=MoEConfig(n_experts=3, top_k=1, expert_hidden=16)),
 }

@@ -39,6 +39,24 @@ def test_config_rejects_bad_values():
         MoEConfig(n_experts=2, top_k=3)
     with pytest.raises(ConfigError, match="factor"):
         RopeScaling(type="yarn", factor=1.0, original_max_seq_len=64)
+    with pytest.raises(ConfigError, match="high_freq_factor"):
+        RopeScaling(type="llama3", factor=8.0, original_max_seq_len=64, high_freq_factor=0.5)
+    with pytest.raises(ConfigError, match="original_max_seq_len"):
+        RopeScaling(type="llama3", factor=8.0)
+    with pytest.raises(ConfigError, match="'head_dim'.*even"):
+        tiny(head_dim=7)
+    tiny(d_model=30, n_heads=4, head_dim=8)  # an explicit head size frees d_model
+
+
+def test_explicit_head_dim_sizes_the_attention():
+    """Qwen3-0.6B style: 4 heads of 16 on a width of 32 (heads x head_dim != d_model)."""
+    model = build(head_dim=16, qk_norm=True)
+    attn = model.layers[0].self_attn
+    assert attn.q_proj.weight.shape == (4 * 16, 32) and attn.o_proj.weight.shape == (32, 64)
+    assert attn.k_proj.weight.shape == (2 * 16, 32) and attn.q_norm.weight.shape == (16,)
+    assert model.inv_freq.shape == (8,) and model.cfg.head_size == 16
+    assert tiny().head_size == 8 and tiny().head_dim == 0
+    assert model(tokens()).logits.shape == (2, 12, 101)
 
 
 def test_doc_packing_equals_running_documents_alone():
@@ -205,6 +223,29 @@ def test_yarn_frequencies_match_transformers():
     ours, scale = rope_frequencies(cfg)
     torch.testing.assert_close(ours, hf_freq)
     assert scale == pytest.approx(hf_scale)
+
+
+def test_llama3_frequencies_match_transformers():
+    """Llama 3.1/3.2 scaling; theta 1e4 and head size 8 give wavelengths of 6.3, 63, 628
+    and 6283 tokens: with 64 original positions one of each kind (kept < 16, mixed, slowed
+    > 64)."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    params = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)
+    scaling = RopeScaling(type="llama3", original_max_seq_len=64, **params)
+    cfg = tiny(rope_theta=10000.0, max_seq_len=512, rope_scaling=scaling)
+    hf = LlamaConfig(
+        hidden_size=32, num_attention_heads=4, max_position_embeddings=512,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
+                         "original_max_position_embeddings": 64, **params},
+    )  # fmt: skip
+    hf_freq, hf_scale = ROPE_INIT_FUNCTIONS["llama3"](hf, "cpu")
+    ours, scale = rope_frequencies(cfg)
+    assert torch.equal(ours, hf_freq) and scale == hf_scale == 1.0
+    plain = rope_frequencies(tiny(rope_theta=10000.0))[0]
+    ratio = (plain / ours).tolist()
+    assert ratio[0] == 1.0 and 1.0 < ratio[1] < 8.0 and ratio[2:] == pytest.approx([8.0, 8.0])
 
 
 def naive_moe(moe, x):

@@ -23,8 +23,13 @@ FAMILIES = {
         max_seq_len=64,
         rope_scaling=RopeScaling(type="yarn", factor=4.0, original_max_seq_len=16),
     ),  # fmt: skip
+    "llama-llama3-rope": dict(
+        rope_theta=1e4, rope_scaling=RopeScaling(type="llama3", factor=8.0, original_max_seq_len=64)
+    ),
     "qwen3": dict(qk_norm=True),
+    "qwen3-head-dim": dict(qk_norm=True, head_dim=12, tie_embeddings=False),
     "smollm3": dict(nope_every=2, rope_theta=1000.0),
+    "smollm3-head-dim": dict(nope_every=2, head_dim=12),
     "llmforge": dict(
         gated_attn=True,
         logit_softcap=3.0,
@@ -154,6 +159,35 @@ def test_custom_family_generates_like_a_greedy_loop(tmp_path):
             nxt = ours(seq).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
     assert out.tolist() == seq.tolist()
+
+
+@pytest.mark.parametrize(
+    "mask, positions, expected",
+    [
+        (None, None, None),
+        ([[1, 1, 1, 1]], None, None),  # no padding: the plain causal kernel
+        ([[0, 0, 1, 1], [1, 1, 1, 0]], None, [[0, 0, 1, 1], [0, 0, 0, 1]]),
+        ([[1, 1, 1, 1], [0, 0, 0, 0]], None, None),  # a row all padding changes nothing
+        (None, [[0, 1, 0, 1]], [[0, 0, 1, 1]]),  # TRL's padding-free packing
+        ([[1, 1, 1, 0]], [[0, 1, 0, 1]], [[0, 0, 1, 2]]),
+        ([[1, 1, 1, 1]], [[0, 1, 2, 3]], None),
+    ],
+)
+def test_documents_of_padded_and_packed_rows_with_one_host_read(
+    mask, positions, expected, monkeypatch
+):
+    """At most one read back per forward (on a GPU each waits for the device); it used to
+    be two when the mask had padding or came with position_ids."""
+    from llmforge.model import hf
+    from tests.device_probe import host_reads, lazy_device
+
+    def on_device(rows):
+        return None if rows is None else torch.tensor(rows).to(lazy_device())
+
+    reads = host_reads(monkeypatch, hf.__file__)
+    got = hf._documents(on_device(mask), on_device(positions))
+    assert len(reads) == (0 if mask is None and positions is None else 1), reads
+    assert (None if got is None else got.cpu().tolist()) == expected
 
 
 def test_custom_family_left_padding_does_not_leak(tmp_path):

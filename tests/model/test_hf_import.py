@@ -9,8 +9,9 @@ import torch
 import transformers
 
 from llmforge.errors import BadInput
-from llmforge.model import hf
-from llmforge.model.hf import check_import_parity, export_hf, load_gpt, stock_export_args
+from llmforge.model import hf_stock
+from llmforge.model.hf import export_hf, load_gpt
+from llmforge.model.hf_stock import check_import_parity, stock_export_args
 from tests import byo_models
 
 
@@ -45,8 +46,8 @@ def test_parity_of_an_exact_import_is_tiny(family, tmp_path):
 def test_an_inexact_import_fails_loudly_before_training(tmp_path, monkeypatch):
     path = save_stock("llama", tmp_path / "llama", rope_parameters={"rope_type": "default",
                                                                     "rope_theta": 500.0})  # fmt: skip
-    real = hf.config_from_hf
-    monkeypatch.setattr(hf, "config_from_hf",  # an import that drops the RoPE base
+    real = hf_stock.config_from_hf
+    monkeypatch.setattr(hf_stock, "config_from_hf",  # an import that drops the RoPE base
                         lambda cfg, where=None: real({**cfg, "rope_parameters": None}, where))  # fmt: skip
     with pytest.raises(BadInput, match="not exact.*LlamaForCausalLM by up to"):
         check_import_parity(path, load_gpt(path))
@@ -61,7 +62,7 @@ def test_export_keeps_family_dtype_and_the_source_files_it_should(tmp_path):
     model = load_gpt(path)
     assert model.cfg.nope_every == 0  # by its features alone this is a Llama
     args = stock_export_args(path)
-    assert args == {"family": "smollm3", "dtype": torch.bfloat16}
+    assert (args["family"], args["dtype"]) == ("smollm3", torch.bfloat16)
     export_hf(model, tmp_path / "out", path, **args)
     out = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     assert type(out).__name__ == "SmolLM3ForCausalLM" and out.dtype == torch.bfloat16

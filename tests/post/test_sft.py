@@ -130,3 +130,29 @@ def test_split_heldout_is_seeded_and_disjoint():
     assert {r["id"] for r in train}.isdisjoint(r["id"] for r in held)
     assert sft.split_heldout(data, 0.1, 100, seed=3) == (train, held)
     assert sft.split_heldout(data, 0.1, 2, seed=3)[1].__len__() == 2
+
+
+def test_fused_loss_applies_the_models_logit_softcap():
+    """The custom family with a soft-cap: the fused loss is the model's own forward loss
+    (before the fix it ignored `final_logit_softcapping` and scored uncapped logits)."""
+    from llmforge.config import to_dict
+    from llmforge.model.gpt import ModelConfig
+    from llmforge.model.hf import LLMForgeConfig, LLMForgeForCausalLM
+
+    cfg = ModelConfig(vocab_size=61, d_model=32, n_heads=4, ffn_hidden=48, logit_softcap=2.0)
+    torch.manual_seed(0)
+    model = LLMForgeForCausalLM(LLMForgeConfig(llmforge=to_dict(cfg))).eval()
+    with torch.no_grad():  # logits well beyond the cap, so capping changes the loss
+        model.get_output_embeddings().weight.mul_(50.0)
+    ids = torch.randint(0, 61, (2, 12), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[:, :3] = -100
+    with torch.no_grad():
+        own = model(input_ids=ids, labels=labels).loss
+        fused = sft.fused_causal_lm_loss(model, {"input_ids": ids, "labels": labels})
+        uncapped = torch.nn.functional.cross_entropy(
+            model.get_output_embeddings()(model.get_decoder()(ids).last_hidden_state)[:, :-1]
+            .reshape(-1, 61), labels[:, 1:].reshape(-1),
+        )  # fmt: skip
+    assert abs(float(own) - float(uncapped)) > 0.1  # the cap matters in this setting
+    torch.testing.assert_close(fused, own, rtol=1e-5, atol=1e-6)
