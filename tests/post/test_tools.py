@@ -94,7 +94,11 @@ def rollout(tokenizer, reply, args=ToolArgs(enabled=True), n=2, max_new_tokens=9
             None,
         ),
         ("<tool_call>{not json}</tool_call>", None, "not valid JSON"),
-        ('<tool_call>{"name": "bash", "arguments": {"code": "ls"}}</tool_call>', None, "unknown tool"),
+        (
+            '<tool_call>{"name": "bash", "arguments": {"code": "ls"}}</tool_call>',
+            None,
+            "unknown tool",
+        ),
         ('<tool_call>{"name": "python", "arguments": {"src": "1"}}</tool_call>', None, '{"code"'),
         ("<tool_call>" + call("1")[11:-12], None, "not closed"),
     ],
