@@ -173,4 +173,5 @@ class SRFT:
         logp = torch.log_softmax(logits, dim=-1)
         tokens = b["tokens"][rows].to(logits.device).unsqueeze(-1)
         nll = -logp.gather(-1, tokens).squeeze(-1).cpu()
-        return (nll * b["sft_weights"][rows]).sum(), float((nll * b["sft_tokens"][rows]).sum())
+        nats = float((nll.detach() * b["sft_tokens"][rows]).sum())
+        return (nll * b["sft_weights"][rows]).sum(), nats
