@@ -19,7 +19,7 @@ class Completion:
     (logits / temperature, before top-p truncation); `token_ids` ends with the stop token
     when `finish_reason == "stop"`, and `text` never contains it. `mask[i]` is 1 where the
     model sampled `token_ids[i]` and 0 where something else wrote it (a tool's output in a
-    multi-turn rollout, `llmforge.post.tools`); None means the model wrote every token.
+    multi-turn rollout, `llmforge.gen.tools`); None means the model wrote every token.
     """
 
     text: str

@@ -54,7 +54,7 @@ class ServerPool:
                      top_p: float = 1.0, max_new_tokens: int = 256,
                      seed: int = 0) -> list[list[Completion]]:  # fmt: skip
         """`generate` from token ids: the servers take ids already, so a multi-turn rollout
-        (`post.tools`) continues a conversation through the same requests."""
+        (`gen.tools`) continues a conversation through the same requests."""
         first, self._next = self._next, self._next + len(encoded)
         sampling = dict(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
         width = sum(c.concurrency for c in self.clients)

@@ -63,7 +63,7 @@ class TransformersGenerator:
         max_new_tokens: int = 256,
         seed: int = 0,
     ) -> list[list[Completion]]:
-        """`generate` from token ids (a conversation continued mid-way, `post.tools`)."""
+        """`generate` from token ids (a conversation continued mid-way, `gen.tools`)."""
         per_batch = max(1, self.batch_size // n)
         results: list[list[Completion]] = []
         was_training = self.model.training

@@ -9,7 +9,7 @@ to own; one step (`train_step`) reads top to bottom:
     -> clipped token loss per micro-batch -> backward -> grad clip -> optimizer step
 
 Three extras hook in where they act, each off unless asked for: multi-turn tool rollouts
-(`post.tools`) in `rollouts`, SRFT's demonstrations (`post.srft`) in `rollouts` and as
+(`gen.tools`) in `rollouts`, SRFT's demonstrations (`post.srft`) in `rollouts` and as
 weights and an SFT term in the step, and the PTX loss (`post.ptx`) before the clip.
 """
 
@@ -27,11 +27,11 @@ import torch
 from llmforge import distributed
 from llmforge.gen import TransformersGenerator
 from llmforge.gen.base import generate_in_modes
+from llmforge.gen.tools import ToolRollout, tool_metrics
 from llmforge.post import grpo, rl_checkpoint, rl_sampling
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import as_prompt
 from llmforge.post.srft import DemoCompletion
-from llmforge.post.tools import ToolRollout, tool_metrics
 
 
 class PromptStream:
@@ -101,7 +101,7 @@ class GRPOLoop:
         self.ptx, self.srft = ptx, srft
         self.tools = None
         if cfg.tools.enabled:
-            self.tools = ToolRollout(tokenizer, cfg.tools, cfg.rollout.system_prompt)
+            self.tools = ToolRollout(tokenizer, cfg.tools)
         self.log_metrics = log_metrics
         self.generator = generator or TransformersGenerator(
             model, tokenizer, batch_size=cfg.rollout.gen_batch_size
@@ -455,10 +455,10 @@ def sample(generator, rows: list[dict], system: str | None, tools: ToolRollout |
            **sampling) -> list[list]:  # fmt: skip
     """`n` completions per row: multi-turn with the tool when `tools`, else one turn in each
     row's think mode."""
+    prompts, modes = [as_prompt(row, system) for row in rows], [row.get("mode") for row in rows]
     if tools is not None:
-        return tools.generate(generator, rows, **sampling)
-    prompts = [as_prompt(row, system) for row in rows]
-    return generate_in_modes(generator, prompts, [row.get("mode") for row in rows], **sampling)
+        return tools.generate(generator, prompts, modes, **sampling)
+    return generate_in_modes(generator, prompts, modes, **sampling)
 
 
 def offpolicy_clipped(old_logp, sampler_logp, mask, args) -> float:
@@ -476,9 +476,7 @@ def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> lis
 
     verifier = build("correct", options={"code": {"timeout_s": cfg.reward.code_timeout_s}})
     r, k = cfg.rollout, cfg.filter.k
-    tools = (
-        ToolRollout(generator.tokenizer, cfg.tools, r.system_prompt) if cfg.tools.enabled else None
-    )
+    tools = ToolRollout(generator.tokenizer, cfg.tools) if cfg.tools.enabled else None
     outs = sample(
         generator,
         rows,

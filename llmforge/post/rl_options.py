@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmforge.config import check, param
+from llmforge.gen.tools import ToolLimits
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,14 @@ class PTXArgs:
 @dataclass(frozen=True)
 class SRFTArgs:
     """SRFT (Fu et al. 2025): SFT on demonstrations and RL on rollouts in one step, weighted
-    by the policy's entropy H: w_sft = sft_coef * exp(-H), w_rl = rl_coef * exp(H)."""
+    by the policy's entropy H: w_sft = sft_coef * exp(-H), w_rl = rl_coef * exp(H). Each
+    demonstration also joins its prompt's group as an off-policy member (llmforge.post.srft)."""
 
     sft_coef: float = param(0.5, "w_sft = sft_coef * exp(-H) on the demonstrations' NLL")
     rl_coef: float = param(0.1, "w_rl = rl_coef * exp(H) on rollouts with positive advantage")
     entropy_weighting: bool = param(
         True, "scale by exp(-H) and exp(H); false: the coefficients alone"
     )
-    demo_rl: bool = param(
-        True, "also train on each demonstration as an off-policy member of its prompt's group "
-        "(behaviour probability 1, as the paper); false: SFT only on demonstrations",
-    )  # fmt: skip
 
     def __post_init__(self):
         check(self.sft_coef >= 0, "sft_coef", "must be >= 0")
@@ -58,23 +56,7 @@ class SRFTArgs:
 
 
 @dataclass(frozen=True)
-class ToolArgs:
-    """Multi-turn rollouts with a Python tool that runs in the sandbox."""
+class ToolArgs(ToolLimits):
+    """Multi-turn rollouts with a Python tool that runs in the sandbox (`llmforge.gen.tools`)."""
 
     enabled: bool = param(False, "let the policy call the `python` tool (docs/stages/rlvr.md)")
-    max_turns: int = param(
-        4, "assistant turns per rollout; a tool call in the last one ends the rollout"
-    )
-    timeout_s: float = param(5.0, "wall seconds per tool call; the sandbox kills it then")
-    memory_mb: int = param(512, "address-space limit of a tool call")
-    max_output_chars: int = param(
-        1000, "tool output (stdout, or the error) is cut to this many characters"
-    )
-    workers: int = param(4, "tool calls run at once")
-
-    def __post_init__(self):
-        check(self.max_turns >= 1, "max_turns", "must be >= 1")
-        check(self.timeout_s > 0, "timeout_s", "must be > 0")
-        check(self.memory_mb >= 64, "memory_mb", "must be >= 64")
-        check(self.max_output_chars >= 1, "max_output_chars", "must be >= 1")
-        check(self.workers >= 1, "workers", "must be >= 1")

@@ -1,4 +1,4 @@
-"""Multi-turn tool use in rollouts: the policy calls a Python tool that runs in the sandbox.
+"""Multi-turn generation with a Python tool that runs in the sandbox (rlvr rollouts, eval tasks).
 
 The prompt goes through the chat template with the tool listed (`tools=[PYTHON_TOOL]`, which
 llmforge's template writes into the system turn). The model writes a turn; each
@@ -19,6 +19,8 @@ next turn. A turn without a tool call ends the rollout; so do `tools.max_turns` 
 - The conversation is continued from token ids (`Generator.generate_ids`), so the
   transformers, vLLM and vLLM-servers backends drive the same loop and no sampled token is
   re-tokenised.
+- A program runs under `ToolLimits` (wall and CPU seconds, memory) in whichever wall
+  `llmforge.sandbox` has here; its output is cut at `max_output_chars`.
 - Tool output is tokenised with special tokens split, so a program that prints
   `<|im_end|>` cannot end a turn or forge one.
 """
@@ -32,10 +34,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llmforge import sandbox
+from llmforge.config import check, param
 from llmforge.errors import BadInput
-from llmforge.gen.base import Completion, encode_prompt, has_chat_template, mode_kwargs
-from llmforge.post.rl_data import as_prompt
-from llmforge.post.rl_options import ToolArgs
+from llmforge.gen.base import Completion, Prompt, encode_prompt, has_chat_template, mode_kwargs
 
 PYTHON_TOOL = {
     "type": "function",
@@ -53,6 +54,28 @@ PYTHON_TOOL = {
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _ANSWER, _OUTPUT = "LLMFORGE_ANSWER", "LLMFORGE_TOOL_OUTPUT_{}"
 TURN_SEED = 7_919  # seed offset between turns, so each turn samples afresh
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    """Bounds of a multi-turn rollout with the python tool."""
+
+    max_turns: int = param(
+        4, "assistant turns per rollout; a tool call in the last one ends the rollout"
+    )
+    timeout_s: float = param(5.0, "wall seconds per tool call; the sandbox kills it then")
+    memory_mb: int = param(512, "address-space limit of a tool call")
+    max_output_chars: int = param(
+        1000, "tool output (stdout, or the error) is cut to this many characters"
+    )
+    workers: int = param(4, "tool calls run at once")
+
+    def __post_init__(self):
+        check(self.max_turns >= 1, "max_turns", "must be >= 1")
+        check(self.timeout_s > 0, "timeout_s", "must be > 0")
+        check(self.memory_mb >= 64, "memory_mb", "must be >= 64")
+        check(self.max_output_chars >= 1, "max_output_chars", "must be >= 1")
+        check(self.workers >= 1, "workers", "must be >= 1")
 
 
 # ---------------------------------------------------------------- calls and their outputs
@@ -106,7 +129,7 @@ def parse_call(body: str) -> Call:
     return Call(args["code"])
 
 
-def run_call(call: Call, args: ToolArgs) -> Output:
+def run_call(call: Call, args: ToolLimits) -> Output:
     """Run one call in the sandbox; its stdout, or stdout and the error's last lines."""
     if call.error is not None:
         return Output(f"Error: {call.error}", error=True)
@@ -237,17 +260,18 @@ class Trajectory:
 class ToolRollout:
     """Samples multi-turn rollouts with the python tool from any `Generator`."""
 
-    def __init__(self, tokenizer, args: ToolArgs, system: str | None = None):
-        self.tokenizer, self.args, self.system = tokenizer, args, system
+    def __init__(self, tokenizer, args: ToolLimits = ToolLimits()):
+        self.tokenizer, self.args = tokenizer, args
         self.tool_turns = ToolTurns(tokenizer)
 
-    def generate(self, generator, rows: Sequence[dict], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int) -> list[list[ToolCompletion]]:  # fmt: skip
-        """`n` rollouts for each row (a task/RL-prompt row), in order."""
+    def generate(self, generator, prompts: Sequence[Prompt], modes: Sequence[str | None], n: int,
+                 temperature: float, top_p: float, max_new_tokens: int,
+                 seed: int) -> list[list[ToolCompletion]]:  # fmt: skip
+        """`n` rollouts for each prompt, each in its think mode (None: the template's)."""
         base = dict(getattr(generator, "template_kwargs", {}) or {})
-        kwargs = [{**base, "tools": [PYTHON_TOOL], **mode_kwargs(r.get("mode"))} for r in rows]
-        prompts = [encode_prompt(self.tokenizer, as_prompt(r, self.system), **kw)
-                   for r, kw in zip(rows, kwargs, strict=True)]  # fmt: skip
+        kwargs = [{**base, "tools": [PYTHON_TOOL], **mode_kwargs(m)} for m in modes]
+        prompts = [encode_prompt(self.tokenizer, p, **kw)
+                   for p, kw in zip(prompts, kwargs, strict=True)]  # fmt: skip
         groups = [[Trajectory(p, kw) for _ in range(n)] for p, kw in zip(prompts, kwargs)]
         active = [t for g in groups for t in g]
         sampling = dict(temperature=temperature, top_p=top_p)

@@ -7,15 +7,16 @@ import json
 import pytest
 import torch
 
-from llmforge.gen.base import Completion
-from llmforge.post.rl_options import ToolArgs
-from llmforge.post.tools import (
+from llmforge.gen.tools import (
     PYTHON_TOOL,
     Call,
+    ToolLimits,
     ToolRollout,
     parse_calls,
     tool_metrics,
 )
+from llmforge.post.rl_data import as_prompt
+from tests.gen.scripted_policy import Scripted
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,31 +28,6 @@ def call(code: str) -> str:
 
 def last_tool_output(prompt: str) -> str:
     return prompt.rsplit("<|im_start|>tool\n", 1)[1].split("<|im_end|>", 1)[0]
-
-
-class Scripted:
-    """A policy that writes `reply(conversation so far)` whatever the sampling settings, and
-    records every prompt it was given (as ids)."""
-
-    def __init__(self, tokenizer, reply):
-        self.tokenizer, self.reply, self.seen = tokenizer, reply, []
-        self.stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.pad_id = tokenizer.pad_token_id
-
-    def generate_ids(self, prompt_ids, n=1, temperature=1.0, top_p=1.0, max_new_tokens=256,
-                     seed=0):  # fmt: skip
-        out = []
-        for ids in prompt_ids:
-            self.seen.append(list(ids))
-            text = self.reply(self.tokenizer.decode(ids))
-            full = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.stop]
-            ids_out = full[:max_new_tokens]
-            done = len(ids_out) == len(full)
-            shown = text if done else self.tokenizer.decode(ids_out)
-            c = Completion(shown, ids_out, [-0.5] * len(ids_out), "stop" if done else "length",
-                           list(ids))  # fmt: skip
-            out.append([c] * n)
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +51,12 @@ def solve_with_tool(prompt: str) -> str:
     return f"The tool printed {last_tool_output(prompt)}, so \\boxed{{{last_tool_output(prompt)}}}"
 
 
-def rollout(tokenizer, reply, args=ToolArgs(enabled=True), n=2, max_new_tokens=96, row=ROW):
+def rollout(tokenizer, reply, args=ToolLimits(), n=2, max_new_tokens=96, row=ROW):
     policy = Scripted(tokenizer, reply)
     got = ToolRollout(tokenizer, args).generate(
-        policy, [row], n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=0
-    )
+        policy, [as_prompt(row)], [row.get("mode")], n=n, temperature=1.0, top_p=1.0,
+        max_new_tokens=max_new_tokens, seed=0,
+    )  # fmt: skip
     return got[0], policy
 
 
@@ -148,7 +125,7 @@ def test_errors_timeouts_and_the_turn_limit_are_counted(tokenizer):
     def reply(prompt):
         return next(script, call("print(1)"))
 
-    args = ToolArgs(enabled=True, timeout_s=1.0, max_turns=4)
+    args = ToolLimits(timeout_s=1.0, max_turns=4)
     (c,), _ = rollout(tokenizer, reply, args, n=1, max_new_tokens=200)
     assert c.turns == 4 and c.tool_calls == 3 and c.turn_limit
     assert (c.tool_errors, c.tool_timeouts) == (3, 1)
@@ -162,7 +139,7 @@ def test_errors_timeouts_and_the_turn_limit_are_counted(tokenizer):
 
 
 def test_model_token_budget_spans_all_turns(tokenizer):
-    args = ToolArgs(enabled=True, max_turns=10)
+    args = ToolLimits(max_turns=10)
     (c,), _ = rollout(tokenizer, lambda p: call("print(1)"), args, n=1, max_new_tokens=60)
     assert c.finish_reason == "length" and sum(c.mask) == 60  # model tokens of every turn
     assert c.tool_calls >= 1 and not c.turn_limit and len(c.mask) > 60
