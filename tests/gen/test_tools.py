@@ -180,8 +180,8 @@ def test_loop_trains_only_on_model_written_tokens(tiny_model, tokenizer, tmp_pat
 def tool_caller(tmp_path_factory, tiny_tokenizer_dir, tokenizer):
     """A random tiny Llama taught, by 150 steps of SFT on one conversation, to answer
     "What is 2+2?" by calling the tool and boxing what it printed."""
-    from llmforge.data.tokenizer import copy_tokenizer_files
     from llmforge.model.hf import random_llama
+    from tests.fixtures_model import fit_and_save
 
     model = random_llama(tokenizer, 64, 2, seed=0)
     messages = [
@@ -194,15 +194,8 @@ def tool_caller(tmp_path_factory, tiny_tokenizer_dir, tokenizer):
                                         return_assistant_tokens_mask=True)  # fmt: skip
     ids = torch.tensor([enc["input_ids"]])
     labels = ids.masked_fill(torch.tensor([enc["assistant_masks"]]) == 0, -100)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        model(input_ids=ids, labels=labels).loss.backward()
-        opt.step()
     out = tmp_path_factory.mktemp("tool-caller")
-    model.save_pretrained(str(out))
-    copy_tokenizer_files(tiny_tokenizer_dir, out)
-    return out
+    return fit_and_save(model, lambda step: (ids, labels), 150, 1e-2, out, tiny_tokenizer_dir)
 
 
 def test_short_grpo_run_with_the_tool_end_to_end(tool_caller, tmp_path):

@@ -9,16 +9,7 @@ import pytest
 import torch
 
 from llmforge.errors import BadInput
-from llmforge.verifiers import Reward, Score, register
-
-
-@register("test_ptx_chars")
-class Chars(Reward):
-    """Longer text (in characters) is better: a reward a random model's samples disagree on."""
-
-    def __call__(self, completion, sample, length=None):
-        return Score(min(len(completion), 40) / 40)
-
+from tests.post.test_rl_async import Length  # noqa: F401  (registers test_async_length)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +22,7 @@ SETS = [
     "optim.lr=0.003",
     "loss.mask_unparseable=false",
     "loss.mask_truncated=false",
-    "reward.weights={test_ptx_chars: 1.0, correct: 0.0, format: 0.0, overlong: 0.0}",
+    "reward.weights={test_async_length: 1.0, correct: 0.0, format: 0.0, overlong: 0.0}",
     "ptx.weight=1.0",
     "ptx.batch_size=4",
     "ptx.seq_len=64",

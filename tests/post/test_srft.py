@@ -13,17 +13,7 @@ from llmforge.post import grpo
 from llmforge.post.rl_config import LossArgs
 from llmforge.post.rl_options import SRFTArgs
 from llmforge.post.srft import SRFT, entropy_weights, match
-from llmforge.verifiers import Reward, Score, register
-
-
-@register("test_srft_the")
-class TheShare(Reward):
-    """Share of words equal to 'the'."""
-
-    def __call__(self, completion, sample, length=None):
-        words = completion.split()
-        return Score(sum(w == "the" for w in words) / max(len(words), 1))
-
+from tests.stages.test_rlvr import TheShare  # noqa: F401  (registers test_the_share)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,23 +150,20 @@ def lit_model(tmp_path_factory, tiny_model, tiny_corpus, tokenizer):
     there w_sft = 0.5 exp(-5.8) is 0.0015."""
     from transformers import AutoModelForCausalLM
 
-    from llmforge.data.tokenizer import copy_tokenizer_files
+    from tests.fixtures_model import fit_and_save
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
     texts = [
         json.loads(line)["text"] for line in tiny_corpus["literature"].read_text().splitlines()
     ]
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:64] for t in texts]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(100):
-        batch = torch.tensor([rows[(step * 8 + i) % len(rows)] for i in range(8)])
-        opt.zero_grad()
-        model(input_ids=batch, labels=batch).loss.backward()
-        opt.step()
+
+    def batch(step):
+        ids = torch.tensor([rows[(step * 8 + i) % len(rows)] for i in range(8)])
+        return ids, ids
+
     out = tmp_path_factory.mktemp("lit-model")
-    model.save_pretrained(str(out))
-    copy_tokenizer_files(tiny_model, out)
-    return out
+    return fit_and_save(model, batch, 100, 3e-3, out, tiny_model)
 
 
 def test_demo_loss_falls_and_reward_rises_on_a_learnable_task(lit_model, tmp_path):
@@ -194,7 +181,7 @@ def test_demo_loss_falls_and_reward_rises_on_a_learnable_task(lit_model, tmp_pat
     sets = ["steps=12", "threads=1", "rollout.group_size=4", "rollout.prompts_per_step=2",
             "rollout.max_new_tokens=16", "optim.lr=0.003", "loss.mask_unparseable=false",
             "loss.mask_truncated=false",
-            "reward.weights={test_srft_the: 1.0, correct: 0.0, format: 0.0, overlong: 0.0}"]  # fmt: skip
+            "reward.weights={test_the_share: 1.0, correct: 0.0, format: 0.0, overlong: 0.0}"]  # fmt: skip
     out = execute(STAGE, [str(lit_model), f"prompts={prompts}", f"demos={demos}"], sets=sets,
                   out=tmp_path / "srft")  # fmt: skip
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
