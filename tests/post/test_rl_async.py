@@ -158,6 +158,30 @@ def test_async_loop_with_ptx_and_tool_rollouts(policy, prompts, tmp_path, tiny_t
     assert saved["extra"]["ptx"]["rows"] == 4 and saved["extra"]["batches"] == 2
 
 
+def test_async_loop_with_srft_demonstrations(policy, prompts, tmp_path):
+    """SRFT on the asynchronous loop: the producer places each demonstration in its
+    prompt's group, the trainer weights by the entropy it measures."""
+    from llmforge.config import load
+    from llmforge.gen.base import stop_token_ids
+    from llmforge.post.rl_async import AsyncGRPOLoop
+    from llmforge.post.rl_config import RLConfig
+    from llmforge.post.rl_data import read_prompts
+    from llmforge.post.srft import SRFT
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    cfg = load(RLConfig, None, SETS + ["steps=2", "rollout.max_off_policy_steps=1"])
+    rows = read_prompts(prompts)
+    demos = [{"id": r["id"], "messages": [{"role": "user", "content": r["prompt"]},
+                                          {"role": "assistant", "content": "the king"}]}
+             for r in rows]  # fmt: skip
+    srft = SRFT(demos, rows, tokenizer, cfg.srft, stop_token_ids(tokenizer), 8)
+    loop = AsyncGRPOLoop(model, tokenizer, rows, cfg, tmp_path,
+                         generator=StandInServer(model, tokenizer), srft=srft)  # fmt: skip
+    history = loop.run()
+    assert all(m["srft/demos"] == 2 and m["srft/sft_loss"] > 0 for m in history)
+    assert all(m["off_policy_lag"] <= 1 for m in history)
+
+
 def hand_loss(model, b, weight_of, clipped, temperature):
     """(loss, clipped tokens, live tokens) at PPO ratio 1 (one update: -A per token), each
     token weighted by `weight_of(r)`, r = p_trainer / p_sampler, with the trainer's
