@@ -216,6 +216,7 @@ class GRPOLoop:
         truncated = torch.tensor([c.finish_reason == "length" for c in comps])
         unparseable = torch.tensor([not s.parseable for s in scores])
         dropped = (truncated & loss.mask_truncated) | (unparseable & loss.mask_unparseable)
+        sampled = mask.clone()  # every token the model wrote, masked from the loss or not
         mask[dropped] = 0.0
         rewards = torch.tensor([s.value for s in scores])
         adv = grpo.group_advantages(rewards, [len(g.completions) for g in groups],
@@ -235,6 +236,7 @@ class GRPOLoop:
             truncated=truncated,
             unparseable=unparseable,
             dropped=dropped,
+            sampled=sampled,
             lengths=torch.tensor([len(c.token_ids) for c in comps]),
             demo=torch.tensor([isinstance(c, DemoCompletion) for c in comps], dtype=torch.bool),
         )
@@ -246,9 +248,9 @@ class GRPOLoop:
 
     @torch.no_grad()
     def policy_entropy(self, b: dict) -> float:
-        """Mean per-token entropy of the policy on the batch's own rollouts (not on
-        demonstrations), before the update."""
-        live = b["mask"] * ~b["demo"][:, None]
+        """Mean per-token entropy of the policy on every token of the batch's own rollouts
+        (those masked from the loss too; not on demonstrations), before the update."""
+        live = b["sampled"] * ~b["demo"][:, None]
         total = sum(
             (self.token_logprobs(self.model, b, rows)[1] * live[rows]).sum()
             for rows in self.chunks(b)

@@ -2,8 +2,8 @@
 
 Each RL prompt that has a demonstration (a `demos=CHAT_DATA` input of rlvr) trains on it in
 two ways while the policy's own rollouts train by GRPO, with weights from the policy's
-entropy H (the mean per-token entropy on this step's rollouts, measured before the update,
-no gradient through it):
+entropy H (the mean per-token entropy on every token of this step's rollouts, those masked
+from the loss too, measured before the update, no gradient through it):
 
 - **SFT on the demonstration**, `w_sft * NLL`, with `w_sft = 0.5 * exp(-H)`: the more
   uncertain the policy, the less the demonstrations pull it (a token mean over the

@@ -127,6 +127,23 @@ def test_demonstration_follows_its_prompt_as_the_template_renders_it(tokenizer, 
     assert demo.text.endswith("the the") and ("so" in demo.text) == (mode is None)
 
 
+def test_entropy_counts_rollouts_masked_from_the_loss(tiny_model, tmp_path):
+    """H is the policy's, measured on what it sampled: a batch whose rollouts were all cut
+    at max_new_tokens (and so masked) still has the random model's entropy, not 0."""
+    from llmforge.config import load
+    from llmforge.post.rl_config import RLConfig
+    from llmforge.post.rl_loop import GRPOLoop
+    from stages.rlvr import load_policy
+
+    sets = ["rollout.max_new_tokens=4", "rollout.dynamic_sampling=false", "rollout.group_size=2"]
+    model, tokenizer = load_policy(tiny_model)
+    loop = GRPOLoop(model, tokenizer, PROMPTS, load(RLConfig, None, sets), tmp_path)
+    drawn = loop.next_batch()
+    b = loop.batch_tensors(drawn.groups, drawn.temperature)
+    assert b["mask"].sum() == 0 and b["sampled"].sum() > 0
+    assert loop.policy_entropy(b) > 4.0  # ln(349) = 5.86 for a uniform policy
+
+
 def test_srft_and_tools_together_are_refused(tiny_model, tmp_path):
     from llmforge.stage import execute
     from stages.rlvr import STAGE
