@@ -169,6 +169,7 @@ def test_tool_rollout_continues_on_the_server_after_a_tool_turn(pool, policy):
     from llmforge.gen.tools import ToolRollout
 
     model, tokenizer = policy
+    pool.push_weights(model, version=0, timeout_s=120)  # earlier tests leave trained weights
     got = ToolRollout(tokenizer).generate(FirstTurnCallsTheTool(pool, tokenizer), [CHAT], [None],
                                           n=2, temperature=0.7, top_p=1.0, max_new_tokens=60,
                                           seed=0)  # fmt: skip
