@@ -5,7 +5,9 @@
 Prompts follow the task schema (docs/contract.md); each row's `verifier` picks how its
 answer is checked. An optional difficulty filter first keeps prompts the starting model
 solves sometimes but not always. Checkpoints in the run's work directory make a re-run
-resume where the last one stopped. See docs/stages/rlvr.md.
+resume where the last one stopped. Optional: a `ptx=TOKENS` input mixes a pretraining loss
+into every step, a `demos=CHAT_DATA` input makes the run SRFT, and `tools.enabled=true`
+gives the policy a sandboxed Python tool in multi-turn rollouts. See docs/stages/rlvr.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from llmforge import distributed, log, sandbox
 from llmforge.artifact import Run
 from llmforge.causal_lm import ModelArgs
-from llmforge.errors import RunFailed
+from llmforge.errors import BadInput, RunFailed
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import assign_modes, read_prompts
 from llmforge.post.trl_bridge import LoraArgs, load_model, publish_model
@@ -46,14 +48,39 @@ def make_generator(cfg: Config, model, tokenizer, path: Path, work: Path):
     return TransformersGenerator(model, tokenizer, batch_size=cfg.rollout.gen_batch_size)
 
 
-def make_loop(cfg: Config, model, tokenizer, rows: list[dict], out: Run, generator, sink=None):
+def make_loop(cfg: Config, model, tokenizer, rows: list[dict], out: Run, generator, sink=None,
+              extras: dict | None = None):  # fmt: skip
     """The synchronous loop, or the asynchronous one when rollouts may lag behind; `sink`
-    takes the metrics (default: the run's metrics.jsonl)."""
+    takes the metrics (default: the run's metrics.jsonl); `extras` are the PTX stream and
+    SRFT demonstrations (`make_extras`)."""
     from llmforge.post.rl_async import AsyncGRPOLoop
     from llmforge.post.rl_loop import GRPOLoop
 
     loop = AsyncGRPOLoop if cfg.rollout.max_off_policy_steps > 0 else GRPOLoop
-    return loop(model, tokenizer, rows, cfg, out.work, sink or out.log_metrics, generator)
+    return loop(model, tokenizer, rows, cfg, out.work, sink or out.log_metrics, generator,
+                **(extras or {}))  # fmt: skip
+
+
+def make_extras(cfg: Config, inputs: Inputs, model, tokenizer, rows: list[dict]) -> dict:
+    """The PTX stream of a `ptx` input and the SRFT demonstrations of a `demos` input."""
+    extras: dict = {}
+    if ptx := inputs.get("ptx"):
+        from llmforge.post.ptx import PTXStream
+
+        extras["ptx"] = PTXStream(ptx.path, cfg.ptx, cfg.seed, model, tokenizer)
+    if demos := inputs.all("demos"):
+        from llmforge.gen.base import stop_token_ids
+        from llmforge.post.chat_data import load_source
+        from llmforge.post.srft import SRFT
+
+        if cfg.tools.enabled:
+            raise BadInput("srft demonstrations with tools.enabled are not supported: a "
+                           "demonstration would need its tool turns masked; drop one of them")  # fmt: skip
+        found = [row for ref in demos for row in load_source(ref.path, "chat")]
+        r = cfg.rollout
+        extras["srft"] = SRFT(found, rows, tokenizer, cfg.srft, stop_token_ids(tokenizer),
+                              r.max_new_tokens, r.system_prompt)  # fmt: skip
+    return extras
 
 
 def difficulty_filter(cfg: Config, generator, rows: list[dict], out: Run) -> tuple[list, dict]:
@@ -147,7 +174,20 @@ def summarize(history: list[dict], seconds: float) -> dict:
         "train_seconds": round(seconds, 3),
         "generation_fraction": round(gen / total, 4) if total else None,
         **async_summary(history),
+        **extras_summary(history),
     }
+
+
+def extras_summary(history: list[dict]) -> dict:
+    """First and last figures of the PTX, SRFT and tool metrics, for the runs that have them."""
+    out = {}
+    for key in ("ptx/loss", "ptx/heldout_loss", "srft/sft_loss", "srft/w_sft", "tools/turns",
+                "tools/calls", "tools/error_frac"):  # fmt: skip
+        vals = [m[key] for m in history if m.get(key) is not None]
+        if vals:
+            name = key.replace("/", "_")
+            out[f"{name}_first"], out[f"{name}_last"] = round(vals[0], 5), round(vals[-1], 5)
+    return out
 
 
 def async_summary(history: list[dict]) -> dict:
@@ -173,12 +213,14 @@ def run(cfg: Config, inputs: Inputs, out: Run) -> dict:
     rows = [row for ref in inputs.all("prompts") for row in read_prompts(ref.path)]
     rows = assign_modes(rows, cfg.rollout.modes)
     model, tokenizer = load_policy(model_ref.path, cfg.model)
+    extras = make_extras(cfg, inputs, model, tokenizer, rows)
     generator = make_generator(cfg, model, tokenizer, model_ref.path, out.work)
     t0 = time.time()
     try:
         rows, filter_metrics = difficulty_filter(cfg, generator, rows, out)
         with tracking.tracked(out) as sink:  # metrics.jsonl, and W&B/TensorBoard if asked
-            train(make_loop(cfg, model, tokenizer, rows, out, generator, sink), cfg, out)
+            loop = make_loop(cfg, model, tokenizer, rows, out, generator, sink, extras)
+            train(loop, cfg, out)
     finally:
         if hasattr(generator, "close"):
             generator.close()
@@ -204,6 +246,18 @@ STAGE = Stage(
             min=1,
             max=None,
             help="task jsonl/parquet/save_to_disk: id, prompt, reference, tests, verifier, chat",
+        ),
+        "ptx": Role(
+            kinds=("tokens",),
+            min=0,
+            max=1,
+            help="PTX: curated pretraining tokens whose loss (ptx.weight) joins every step",
+        ),
+        "demos": Role(
+            kinds=("raw",),
+            min=0,
+            max=None,
+            help="SRFT: chat data (as sft reads) with demonstrations for the prompts",
         ),
     },
     default_role="model",

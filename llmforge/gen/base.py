@@ -17,7 +17,9 @@ class Completion:
 
     `logprobs[i]` is the log-probability of `token_ids[i]` under the sampling distribution
     (logits / temperature, before top-p truncation); `token_ids` ends with the stop token
-    when `finish_reason == "stop"`, and `text` never contains it.
+    when `finish_reason == "stop"`, and `text` never contains it. `mask[i]` is 1 where the
+    model sampled `token_ids[i]` and 0 where something else wrote it (a tool's output in a
+    multi-turn rollout, `llmforge.gen.tools`); None means the model wrote every token.
     """
 
     text: str
@@ -25,6 +27,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: Literal["stop", "length"]
     prompt_token_ids: list[int] = field(default_factory=list)
+    mask: list[int] | None = None
 
 
 class Generator(Protocol):
@@ -39,6 +42,19 @@ class Generator(Protocol):
         max_new_tokens: int = 256,
         seed: int = 0,
     ) -> list[list[Completion]]: ...
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[list[int]],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        """As `generate`, from prompts already tokenised: a multi-turn rollout continues a
+        conversation from its token ids so no text round trip can change a sampled token."""
+        ...
 
 
 def generate_in_modes(generator: Generator, prompts: Sequence[Prompt],
@@ -57,8 +73,7 @@ def generate_in_modes(generator: Generator, prompts: Sequence[Prompt],
     try:
         for mode, idx in groups.items():
             if hasattr(generator, "template_kwargs"):
-                extra = {} if mode is None else {"enable_thinking": mode == "think"}
-                generator.template_kwargs = {**base, **extra}
+                generator.template_kwargs = {**base, **mode_kwargs(mode)}
             got = generator.generate([prompts[i] for i in idx], **sampling)
             for i, completions in zip(idx, got, strict=True):
                 out[i] = completions
@@ -66,6 +81,11 @@ def generate_in_modes(generator: Generator, prompts: Sequence[Prompt],
         if hasattr(generator, "template_kwargs"):
             generator.template_kwargs = base
     return out  # type: ignore[return-value]
+
+
+def mode_kwargs(mode: str | None) -> dict:
+    """The chat-template argument that asks for a think mode (none for the default)."""
+    return {} if mode is None else {"enable_thinking": mode == "think"}
 
 
 def render_prompt(tokenizer, prompt: Prompt, **template_kwargs) -> str:

@@ -48,10 +48,17 @@ class ServerPool:
                  top_p: float = 1.0, max_new_tokens: int = 256,
                  seed: int = 0) -> list[list[Completion]]:  # fmt: skip
         encoded = [encode_prompt(self.tokenizer, p, **self.template_kwargs) for p in prompts]
-        first, self._next = self._next, self._next + len(prompts)
+        return self.generate_ids(encoded, n, temperature, top_p, max_new_tokens, seed)
+
+    def generate_ids(self, encoded: Sequence[list[int]], n: int = 1, temperature: float = 1.0,
+                     top_p: float = 1.0, max_new_tokens: int = 256,
+                     seed: int = 0) -> list[list[Completion]]:  # fmt: skip
+        """`generate` from token ids: the servers take ids already, so a multi-turn rollout
+        (`gen.tools`) continues a conversation through the same requests."""
+        first, self._next = self._next, self._next + len(encoded)
         sampling = dict(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
         width = sum(c.concurrency for c in self.clients)
-        with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), width))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(encoded), width))) as pool:
             futures = [
                 pool.submit(self._group, (first + i) % len(self.clients), ids, seed + i, sampling)
                 for i, ids in enumerate(encoded)

@@ -52,7 +52,18 @@ class TransformersGenerator:
         max_new_tokens: int = 256,
         seed: int = 0,
     ) -> list[list[Completion]]:
-        encoded = self.encode(prompts)
+        return self.generate_ids(self.encode(prompts), n, temperature, top_p, max_new_tokens, seed)
+
+    def generate_ids(
+        self,
+        encoded: Sequence[list[int]],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        """`generate` from token ids (a conversation continued mid-way, `gen.tools`)."""
         per_batch = max(1, self.batch_size // n)
         results: list[list[Completion]] = []
         was_training = self.model.training

@@ -68,7 +68,26 @@ class VLLMGenerator:
         max_new_tokens: int = 256,
         seed: int = 0,
     ) -> list[list[Completion]]:
-        params = self._sampling_params(
+        texts = [render_prompt(self.tokenizer, p, **self.template_kwargs) for p in prompts]
+        params = self._params(n, temperature, top_p, max_new_tokens, seed)
+        return self._completions(self.llm.generate(texts, params, use_tqdm=False))
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[list[int]],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        """`generate` from token ids (vLLM's tokens prompts), for multi-turn rollouts."""
+        prompts = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
+        params = self._params(n, temperature, top_p, max_new_tokens, seed)
+        return self._completions(self.llm.generate(prompts, params, use_tqdm=False))
+
+    def _params(self, n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int):
+        return self._sampling_params(
             n=n,
             temperature=temperature,
             top_p=top_p,
@@ -78,8 +97,8 @@ class VLLMGenerator:
             stop_token_ids=self.stop_ids,
             skip_special_tokens=False,
         )
-        texts = [render_prompt(self.tokenizer, p, **self.template_kwargs) for p in prompts]
-        outputs = self.llm.generate(texts, params, use_tqdm=False)
+
+    def _completions(self, outputs) -> list[list[Completion]]:
         return [
             [self._completion(o, list(req.prompt_token_ids)) for o in req.outputs]
             for req in outputs

@@ -23,13 +23,24 @@ ratio r = p_train / p_sampler per token is either
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from llmforge.post.rl_config import Aggregation, LossArgs
 
 
-def group_advantages(rewards: torch.Tensor, group: int, scale: bool = True) -> torch.Tensor:
-    """(r - group mean), divided by the group std (+1e-4) when `scale` (not for dr_grpo)."""
+def group_advantages(rewards: torch.Tensor, group: int | Sequence[int], scale: bool = True):
+    """(r - group mean), divided by the group std (+1e-4) when `scale` (not for dr_grpo).
+
+    `group` is the size of every group, or each group's size in order (an SRFT group holds
+    its prompt's demonstration as one member more)."""
+    if not isinstance(group, int):
+        sizes = list(group)
+        if len(set(sizes)) > 1:
+            parts = torch.split(rewards, sizes)
+            return torch.cat([group_advantages(p, len(p), scale) for p in parts])
+        group = sizes[0]
     r = rewards.view(-1, group).float()
     adv = r - r.mean(1, keepdim=True)
     if scale:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from llmforge.causal_lm import ModelArgs
 from llmforge.config import check, param
+from llmforge.post.rl_options import PTXArgs, SRFTArgs, ToolArgs
 from llmforge.slurm import SlurmConfig
 
 Aggregation = Literal["grpo", "dapo", "dr_grpo"]
@@ -222,6 +223,9 @@ class RLConfig:
     optim: OptimArgs = param(OptimArgs(), "optimizer")
     reward: RewardArgs = param(RewardArgs(), "rewards and verifiers")
     filter: FilterArgs = param(FilterArgs(), "offline difficulty filter")
+    ptx: PTXArgs = param(PTXArgs(), "PTX loss against forgetting (with a ptx=TOKENS input)")
+    srft: SRFTArgs = param(SRFTArgs(), "SRFT: SFT on demonstrations (with a demos= input)")
+    tools: ToolArgs = param(ToolArgs(), "multi-turn rollouts with a sandboxed Python tool")
     model: ModelArgs = param(ModelArgs(), "how the input model loads (remote code)")
 
     def __post_init__(self):

@@ -7,6 +7,10 @@ to own; one step (`train_step`) reads top to bottom:
 
     rollouts (dynamic sampling) -> rewards -> group advantages -> sequence masks
     -> clipped token loss per micro-batch -> backward -> grad clip -> optimizer step
+
+Three extras hook in where they act, each off unless asked for: multi-turn tool rollouts
+(`gen.tools`) in `rollouts`, SRFT's demonstrations (`post.srft`) in `rollouts` and as
+weights and an SFT term in the step, and the PTX loss (`post.ptx`) before the clip.
 """
 
 from __future__ import annotations
@@ -23,13 +27,11 @@ import torch
 from llmforge import distributed
 from llmforge.gen import TransformersGenerator
 from llmforge.gen.base import generate_in_modes
+from llmforge.gen.tools import ToolRollout, tool_metrics
 from llmforge.post import grpo, rl_checkpoint, rl_sampling
 from llmforge.post.rl_config import RLConfig
 from llmforge.post.rl_data import as_prompt
-
-# What `GRPOLoop.update` sums over micro-batches, in the order it logs them.
-UPDATE_METRICS = ("loss", "clip_frac_low", "clip_frac_high", "offpolicy_masked",
-                  "offpolicy_clipped_frac", "entropy")  # fmt: skip
+from llmforge.post.srft import DemoCompletion
 
 
 class PromptStream:
@@ -78,7 +80,10 @@ class RolloutBatch:
 
 
 class GRPOLoop:
-    """Trains `model` in place; `generator` defaults to transformers on the same model."""
+    """Trains `model` in place; `generator` defaults to transformers on the same model.
+
+    `ptx` (a `post.ptx.PTXStream`) adds the PTX loss to every step, `srft` (a `post.srft.SRFT`)
+    trains on demonstrations too; `cfg.tools.enabled` makes rollouts multi-turn."""
 
     def __init__(
         self,
@@ -89,8 +94,14 @@ class GRPOLoop:
         work: Path,
         log_metrics: Callable[[dict], None] = lambda m: None,
         generator=None,
+        ptx=None,
+        srft=None,
     ):
         self.model, self.tokenizer, self.cfg, self.work = model, tokenizer, cfg, Path(work)
+        self.ptx, self.srft = ptx, srft
+        self.tools = None
+        if cfg.tools.enabled:
+            self.tools = ToolRollout(tokenizer, cfg.tools)
         self.log_metrics = log_metrics
         self.generator = generator or TransformersGenerator(
             model, tokenizer, batch_size=cfg.rollout.gen_batch_size
@@ -121,27 +132,31 @@ class GRPOLoop:
         self, rows: list[dict], seed: int, temperature: float | None = None
     ) -> list[Group]:
         r = self.cfg.rollout
-        prompts = [as_prompt(row, r.system_prompt) for row in rows]
-        outs = generate_in_modes(
+        outs = sample(
             self.generator,
-            prompts,
-            [row.get("mode") for row in rows],
+            rows,
+            r.system_prompt,
+            self.tools,
             n=r.group_size,
             temperature=self.temperature() if temperature is None else temperature,
             top_p=r.top_p,
             max_new_tokens=r.max_new_tokens,
             seed=seed,
         )
-        return [Group(row, comps, []) for row, comps in zip(rows, outs, strict=True)]
+        groups = [Group(row, comps, []) for row, comps in zip(rows, outs, strict=True)]
+        if self.srft is not None:
+            self.srft.add_demos(groups, getattr(self.generator, "template_kwargs", None))
+        return groups
 
     def score(self, groups: list[Group]) -> list[list[float]]:
         flat = [(g, c) for g in groups for c in g.completions]
-        scores = self.reward.batch(
-            [c.text for _, c in flat], [g.row for g, _ in flat], [len(c.token_ids) for _, c in flat]
+        scores = iter(
+            self.reward.batch(
+                [c.text for _, c in flat], [g.row for g, _ in flat], [written(c) for _, c in flat]
+            )
         )
-        size = self.cfg.rollout.group_size
-        for i, g in enumerate(groups):
-            g.scores = scores[i * size : (i + 1) * size]
+        for g in groups:
+            g.scores = [next(scores) for _ in g.completions]
         return [[s.value for s in g.scores] for g in groups]
 
     def draw_batch(self, index: int, version: Callable[[], int] = lambda: 0,
@@ -195,17 +210,17 @@ class GRPOLoop:
             ids[i, : len(seq)], attn[i, : len(seq)] = torch.tensor(seq), 1
             tokens[i, :n] = torch.tensor(c.token_ids)
             where[i, :n] = torch.arange(p - 1, p - 1 + n)
-            mask[i, :n] = 1.0
+            mask[i, :n] = 1.0 if c.mask is None else torch.tensor(c.mask, dtype=torch.float)
             sampler[i, :n] = torch.tensor(c.logprobs)
         loss = self.cfg.loss
         truncated = torch.tensor([c.finish_reason == "length" for c in comps])
         unparseable = torch.tensor([not s.parseable for s in scores])
         dropped = (truncated & loss.mask_truncated) | (unparseable & loss.mask_unparseable)
+        sampled = mask.clone()  # every token the model wrote, masked from the loss or not
         mask[dropped] = 0.0
         rewards = torch.tensor([s.value for s in scores])
-        adv = grpo.group_advantages(
-            rewards, self.cfg.rollout.group_size, scale=loss.aggregation != "dr_grpo"
-        )
+        adv = grpo.group_advantages(rewards, [len(g.completions) for g in groups],
+                                    scale=loss.aggregation != "dr_grpo")  # fmt: skip
         weights = grpo.token_weights(mask, loss.aggregation, self.cfg.rollout.max_new_tokens)
         return dict(
             temperature=temperature,
@@ -221,6 +236,9 @@ class GRPOLoop:
             truncated=truncated,
             unparseable=unparseable,
             dropped=dropped,
+            sampled=sampled,
+            lengths=torch.tensor([len(c.token_ids) for c in comps]),
+            demo=torch.tensor([isinstance(c, DemoCompletion) for c in comps], dtype=torch.bool),
         )
 
     def token_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,15 +249,18 @@ class GRPOLoop:
 
     def device_logprobs(self, model, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """`token_logprobs` left on the model's device (no copy back, so no sync)."""
-        dev = distributed.model_device(model)
-        ids, attn = b["ids"][rows].to(dev), b["attn"][rows].to(dev)
-        logits = model(input_ids=ids, attention_mask=attn).logits
-        rows_idx = torch.arange(logits.shape[0], device=dev)[:, None]
-        picked = logits[rows_idx, b["where"][rows].to(dev)].float()
-        logp_all = torch.log_softmax(picked / b["temperature"], dim=-1)
-        logp = logp_all.gather(-1, b["tokens"][rows].to(dev).unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
-        return logp, entropy
+        return logprobs_at(completion_logits(model, b, rows), b, rows)
+
+    @torch.no_grad()
+    def policy_entropy(self, b: dict) -> float:
+        """Mean per-token entropy of the policy on every token of the batch's own rollouts
+        (those masked from the loss too; not on demonstrations), before the update."""
+        live = b["sampled"] * ~b["demo"][:, None]
+        total = sum(
+            (self.token_logprobs(self.model, b, rows)[1] * live[rows]).sum()
+            for rows in self.chunks(b)
+        )
+        return float(total / live.sum().clamp(min=1))
 
     def old_logprobs(self, b: dict) -> torch.Tensor | None:
         """Log-probs before any update; None when one update per batch (they equal logp)."""
@@ -262,26 +283,34 @@ class GRPOLoop:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         dev = distributed.model_device(self.model)
-        on_dev = distributed.to_device(
-            {k: b[k] for k in ("adv", "weights", "sampler", "mask")}, dev
-        )
+        keys = ("adv", "weights", "sampler", "mask") + (("demo",) if "demo" in b else ())
+        on_dev = distributed.to_device({k: b[k] for k in keys}, dev)
         on_dev["old"] = None if old is None else old.to(dev)
-        sums = dict.fromkeys(UPDATE_METRICS, torch.zeros((), dtype=torch.float64, device=dev))
+        sums: dict[str, torch.Tensor] = {}
         for rows in self.chunks(b):
-            terms = self.micro_batch(b, on_dev, rows)
-            sums = {k: sums[k] + terms[k].double() for k in UPDATE_METRICS}
+            for k, v in self.micro_batch(b, on_dev, rows).items():
+                sums[k] = sums.get(k, 0) + v.double()
+        extra = {}
+        if self.srft is not None:  # summed nats over the demonstrations' tokens
+            sums["srft/sft_loss"] = sums["srft/sft_loss"] / max(float(b["sft_tokens"].sum()), 1.0)
+        if self.ptx is not None:  # its gradient joins before the clip
+            extra = self.ptx.backward(self.model, self.cfg.optim.micro_batch)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.optim.max_grad_norm
         )
         self.optimizer.step()
         self.scheduler.step()
+        names = [*sums, "grad_norm"]
         values = torch.stack([*sums.values(), grad_norm.double().to(dev)]).tolist()  # the sync
-        return dict(zip([*UPDATE_METRICS, "grad_norm"], values, strict=True))
+        return {**dict(zip(names, values, strict=True)), **extra}
 
     def micro_batch(self, b: dict, on_dev: dict, rows: slice) -> dict[str, torch.Tensor]:
         """Backward through the loss of `rows`; their share of each metric, on the device."""
-        logp, entropy = self.device_logprobs(self.model, b, rows)
+        logits = completion_logits(self.model, b, rows)
+        logp, entropy = logprobs_at(logits, b, rows)
         old = logp.detach() if on_dev["old"] is None else on_dev["old"][rows]
+        if self.srft is not None:
+            old = self.srft.behaviour_logprobs(old, on_dev, rows)
         ref = None
         if self.ref_model is not None:
             with torch.no_grad():
@@ -290,6 +319,11 @@ class GRPOLoop:
         loss, stats = grpo.policy_loss(
             logp, old, on_dev["adv"][rows], on_dev["weights"][rows], self.cfg.loss, sampler, ref
         )
+        terms = {}
+        if self.srft is not None:
+            sft, nats = self.srft.sft_loss(logits, b, rows)
+            loss = loss + sft
+            terms["srft/sft_loss"] = nats
         if loss.requires_grad:
             loss.backward()
         live = on_dev["mask"].sum().clamp(min=1)
@@ -301,6 +335,7 @@ class GRPOLoop:
             "clip_frac_high": stats["clip_frac_high"].double() * share,
             "offpolicy_masked": stats["offpolicy_masked"],
             "offpolicy_clipped_frac": clipped.double() / live.double(),
+            **terms,
         }  # fmt: skip
 
     def train_step(self) -> dict:
@@ -312,33 +347,49 @@ class GRPOLoop:
             metrics["skipped"] = True  # every group agreed in every round: nothing to learn
         else:
             b = self.batch_tensors(batch.groups, batch.temperature)
+            if self.srft is not None:
+                metrics.update(self.srft.prepare(b, self.policy_entropy(b)))
             old = self.old_logprobs(b)
             for _ in range(self.cfg.optim.updates_per_batch):
                 metrics.update(self.update(b, old))
             metrics.update(self.batch_metrics(batch.groups, b))
+        metrics.update(self.heldout_metrics())
         metrics.update(gen_s=round(batch.gen_s, 4), wait_s=round(t_wait, 4),
                        train_s=round(time.perf_counter() - t0 - t_wait, 4))  # fmt: skip
         self.step += 1
         return metrics
 
     def batch_metrics(self, groups: list[Group], b: dict) -> dict:
-        scores = [s for g in groups for s in g.scores]
+        """Rewards and shapes of the policy's own rollouts (demonstrations left out)."""
+        own = ~b["demo"]
+        pairs = [(c, s) for g in groups for c, s in zip(g.completions, g.scores, strict=True)
+                 if not isinstance(c, DemoCompletion)]  # fmt: skip
+        scores = [s for _, s in pairs]
         parts = {
             f"reward/{k}": sum(s.parts.get(k, 0.0) for s in scores) / len(scores)
             for k in self.cfg.reward.weights
         }
-        lengths = [len(c.token_ids) for g in groups for c in g.completions]
+        lengths = [written(c) for c, _ in pairs]
         return {
-            "reward_mean": b["rewards"].mean().item(),
-            "reward_std": b["rewards"].std(unbiased=False).item(),
+            "reward_mean": b["rewards"][own].mean().item(),
+            "reward_std": b["rewards"][own].std(unbiased=False).item(),
             **parts,
-            "truncated_frac": b["truncated"].float().mean().item(),
-            "unparseable_frac": b["unparseable"].float().mean().item(),
-            "masked_frac": b["dropped"].float().mean().item(),
+            "truncated_frac": b["truncated"][own].float().mean().item(),
+            "unparseable_frac": b["unparseable"][own].float().mean().item(),
+            "masked_frac": b["dropped"][own].float().mean().item(),
             "completion_len": sum(lengths) / len(lengths),
-            "tokens": sum(lengths),
+            "tokens": sum(len(c.token_ids) for c, _ in pairs),
             "lr": self.scheduler.get_last_lr()[0],
+            **tool_metrics([c for c, _ in pairs]),
         }
+
+    def heldout_metrics(self) -> dict:
+        """The held-out PTX loss, at the first step and every `ptx.eval_every` steps."""
+        every = self.cfg.ptx.eval_every
+        if self.ptx is None or not every or (self.step and (self.step + 1) % every):
+            return {}
+        loss = self.ptx.heldout_loss(self.model)
+        return {} if loss is None else {"ptx/heldout_loss": loss}
 
     # ------------------------------------------------------------ the loop
 
@@ -347,6 +398,8 @@ class GRPOLoop:
         if state is not None:
             self.step, self.stream.position = state["step"], state["position"]
             self.restore(state.get("extra", {}))
+            if self.ptx is not None:
+                self.ptx.load_state_dict(state["extra"]["ptx"])
             self.sync_generator()
         return self.step
 
@@ -367,8 +420,11 @@ class GRPOLoop:
 
     def checkpoint(self, position: int | None = None) -> None:
         position = self.stream.position if position is None else position
+        extra = self.checkpoint_extra()
+        if self.ptx is not None:
+            extra["ptx"] = self.ptx.state_dict()  # the PTX data position resumes exactly
         rl_checkpoint.save(self.work, self.step, self.model, self.optimizer, self.scheduler,
-                           position, extra=self.checkpoint_extra())  # fmt: skip
+                           position, extra=extra)  # fmt: skip
 
     def run(self, until: int | None = None, on_step: Callable[[dict], None] = lambda m: None):
         """Train up to step `until` (default: all), checkpointing on the way."""
@@ -383,6 +439,39 @@ class GRPOLoop:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                 self.checkpoint()
         return history
+
+
+def completion_logits(model, b: dict, rows: slice) -> torch.Tensor:
+    """The logits (float, on the model's device) that predict each completion token."""
+    dev = distributed.model_device(model)
+    ids, attn = b["ids"][rows].to(dev), b["attn"][rows].to(dev)
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    rows_idx = torch.arange(logits.shape[0], device=dev)[:, None]
+    return logits[rows_idx, b["where"][rows].to(dev)].float()
+
+
+def logprobs_at(logits: torch.Tensor, b: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs, entropies) of the completion tokens at the batch's temperature, on the
+    logits' device."""
+    logp_all = torch.log_softmax(logits / b["temperature"], dim=-1)
+    logp = logp_all.gather(-1, b["tokens"][rows].to(logits.device).unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1).detach()
+    return logp, entropy
+
+
+def written(c) -> int:
+    """Tokens the model wrote itself (all of them but a multi-turn rollout's tool turns)."""
+    return len(c.token_ids) if c.mask is None else int(sum(c.mask))
+
+
+def sample(generator, rows: list[dict], system: str | None, tools: ToolRollout | None,
+           **sampling) -> list[list]:  # fmt: skip
+    """`n` completions per row: multi-turn with the tool when `tools`, else one turn in each
+    row's think mode."""
+    prompts, modes = [as_prompt(row, system) for row in rows], [row.get("mode") for row in rows]
+    if tools is not None:
+        return tools.generate(generator, prompts, modes, **sampling)
+    return generate_in_modes(generator, prompts, modes, **sampling)
 
 
 def offpolicy_clipped(old_logp, sampler_logp, mask, args) -> torch.Tensor:
@@ -402,11 +491,12 @@ def pass_rates(generator, rows: list[dict], cfg: RLConfig, seed: int = 0) -> lis
 
     verifier = build("correct", options={"code": {"timeout_s": cfg.reward.code_timeout_s}})
     r, k = cfg.rollout, cfg.filter.k
-    prompts = [as_prompt(row, r.system_prompt) for row in rows]
-    outs = generate_in_modes(
+    tools = ToolRollout(generator.tokenizer, cfg.tools) if cfg.tools.enabled else None
+    outs = sample(
         generator,
-        prompts,
-        [row.get("mode") for row in rows],
+        rows,
+        r.system_prompt,
+        tools,
         n=k,
         temperature=r.temperature,
         top_p=r.top_p,

@@ -81,6 +81,18 @@ def test_groups_go_round_robin_one_client_per_server(tmp_path, tokenizer):
             s.stop()
 
 
+def test_generate_ids_sends_the_ids_as_they_are(tmp_path, tokenizer):
+    """A multi-turn rollout continues from token ids (llmforge.gen.tools)."""
+    server = fake_server(tmp_path, 0)
+    try:
+        pool = ServerPool([started(server)], tokenizer, DiskSync(tmp_path / "w"))
+        (group,) = pool.generate_ids([[7, 8, 9]], n=2, temperature=0.5)
+        assert [c.token_ids for c in group] == [[0, 0, 7], [0, 1, 7]]  # [id, k, prompt[0]]
+        assert group[0].prompt_token_ids == [7, 8, 9] and group[0].logprobs == [-2.0] * 3
+    finally:
+        server.stop()
+
+
 def test_dead_server_is_restarted_then_reported(tmp_path, tokenizer):
     server = fake_server(tmp_path, 0, "--fork-child")
     try:

