@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import functools
 import hashlib
-import importlib.util
 import json
 import os
-import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import llmforge
-from llmforge import filehash, log, outside
+from llmforge import filehash, log, outside, provenance
 from llmforge.errors import BadInput
 from llmforge.filehash import sha256_file
 
@@ -34,8 +29,6 @@ KINDS = ("corpus", "tokenizer", "tokens", "mixture", "model", "eval")
 MANIFEST = "manifest.json"
 WORK_DIR = "_work"
 RUN_STATE = "_run.json"  # inside the partial dir: which id this partial belongs to
-SOURCE_PACKAGES = ("llmforge", "stages")
-CODE_IN_ID_ENV = "LLMFORGE_CODE_IN_ID"  # 1: ids hash the source too (docs/artifacts.md)
 
 
 # ---------------------------------------------------------------- hashing and ids
@@ -89,46 +82,6 @@ def compute_id(
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def hash_sources(packages: dict[str, Path]) -> str:
-    """sha256 over the .py files under each package directory: the path (package name
-    first) and the sha256 of each file, in name order."""
-    h = hashlib.sha256()
-    for name, root in packages.items():
-        for f in sorted(Path(root).rglob("*.py")):
-            rel = f"{name}/{f.relative_to(root).as_posix()}"
-            h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
-    return h.hexdigest()
-
-
-@functools.cache
-def source_hash() -> str:
-    """`hash_sources` of the llmforge and stages packages this process imports from,
-    computed once per process (about 150 files, under 10 ms). It covers our code only: not
-    torch, transformers or other dependencies (the manifest's `host` records the versions
-    of python and torch), not recipes or data files."""
-    packages = {}
-    for name in SOURCE_PACKAGES:
-        spec = importlib.util.find_spec(name)  # finds the package without importing it
-        for root in (spec and spec.submodule_search_locations) or []:
-            packages[name] = Path(root)
-    return hash_sources(packages)
-
-
-def code_in_id() -> bool:
-    """Whether `LLMFORGE_CODE_IN_ID` asks for the source hash to be part of new ids."""
-    raw = os.environ.get(CODE_IN_ID_ENV, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise BadInput(f"environment variable {CODE_IN_ID_ENV}={raw!r}: must be 1 or 0")
-
-
-def id_source() -> str | None:
-    """The `source` argument of `compute_id` for a new artifact: the hash, or None."""
-    return source_hash() if code_in_id() else None
-
-
 def content_hash(files: dict) -> str:
     """Hash of a manifest's file table: part of a nested artifact's id (`write_nested`)."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
@@ -158,19 +111,6 @@ def id_problem(manifest: dict) -> str | None:
     return (
         f"id {manifest['id']} does not match the manifest's {', '.join(parts[:-1])} and "
         f"{parts[-1]} (they give {expected[0]}): the manifest was edited"
-    )
-
-
-def code_drift(manifest: dict) -> str | None:
-    """A warning when the artifact was made by other llmforge source than this process runs
-    (None when the same, or when the manifest predates `code.source_hash`)."""
-    recorded = (manifest.get("code") or {}).get("source_hash")
-    if recorded is None or recorded == source_hash():
-        return None
-    return (
-        f"cache hit on an artifact built by other llmforge code (source {recorded[:12]}, "
-        f"this one {source_hash()[:12]}), reused as it is; re-run with --replace to rebuild "
-        f"it with this code, or set {CODE_IN_ID_ENV}=1 to give changed code new ids"
     )
 
 
@@ -304,38 +244,7 @@ def _nested_artifact(root: Path, f: Path) -> bool:
     return any((p / MANIFEST).is_file() for p in f.parents if p != root and root in p.parents)
 
 
-# ---------------------------------------------------------------- provenance
-
-
-def code_info(in_id: bool = False) -> dict:
-    """version, git commit and dirty flag, the source hash, and whether the id includes it."""
-    repo = Path(__file__).resolve().parent.parent
-    info: dict[str, Any] = {"version": llmforge.__version__, "commit": None, "dirty": None,
-                            "source_hash": source_hash(), "in_id": in_id}  # fmt: skip
-    try:
-        run = lambda *a: subprocess.run(  # noqa: E731
-            ["git", "-C", str(repo), *a], capture_output=True, text=True, timeout=5
-        )
-        head = run("rev-parse", "HEAD")
-        if head.returncode == 0:
-            info["commit"] = head.stdout.strip()
-            status = run("status", "--porcelain", "--untracked-files=no")
-            info["dirty"] = bool(status.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def host_info() -> dict:
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "hostname": platform.node(),
-    }
+# ---------------------------------------------------------------- payload files
 
 
 def file_table(root: Path) -> dict[str, dict]:
@@ -402,8 +311,8 @@ class Run:
             "config": self.config,
             "files": file_table(self.dir),
             "metrics": metrics,
-            "code": code_info(self.code_in_id),
-            "host": host_info(),
+            "code": provenance.code_info(self.code_in_id),
+            "host": provenance.host_info(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "duration_s": round(time.time() - self.started, 3),
         }
@@ -487,11 +396,11 @@ def prepare_partial(run: Run, replace: bool) -> None:
         state = json.loads(state_file.read_text()) if state_file.is_file() else {}
         if state.get("id") == run.id:
             run.resumed = True
-            if state.get("source_hash", source_hash()) != source_hash():
+            if state.get("source_hash", provenance.source_hash()) != provenance.source_hash():
                 log.warn(
                     f"{run.dir}: resuming a run that other llmforge code started (source "
-                    f"{state['source_hash'][:12]}, now {source_hash()[:12]}): the result mixes "
-                    f"both; pass --replace to start over, or set {CODE_IN_ID_ENV}=1"
+                    f"{state['source_hash'][:12]}, now {provenance.source_hash()[:12]}): the result mixes "
+                    f"both; pass --replace to start over, or set {provenance.CODE_IN_ID_ENV}=1"
                 )
             return
         if not replace:
@@ -503,7 +412,7 @@ def prepare_partial(run: Run, replace: bool) -> None:
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True)
     state_file.write_text(
-        json.dumps({"id": run.id, "stage": run.stage, "source_hash": source_hash()})
+        json.dumps({"id": run.id, "stage": run.stage, "source_hash": provenance.source_hash()})
     )
 
 
@@ -586,7 +495,7 @@ def write_nested(
     """
     files = file_table(root)
     content = content_hash(files)
-    source = id_source()
+    source = provenance.id_source()
     pairs = [(r.role, r.id) for r in inputs]
     art_id = compute_id(stage, {**config, "_content": content}, pairs, source=source)
     manifest = {
@@ -598,8 +507,8 @@ def write_nested(
         "config": config,
         "files": files,
         "metrics": metrics,
-        "code": code_info(source is not None),
-        "host": host_info(),
+        "code": provenance.code_info(source is not None),
+        "host": provenance.host_info(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": 0.0,
     }

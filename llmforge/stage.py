@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from llmforge import artifact, config, distributed, log
+from llmforge import artifact, config, distributed, log, provenance
 from llmforge.artifact import Ref, Run
 from llmforge.errors import BadInput, LLMForgeError, RunFailed
 
@@ -112,7 +112,7 @@ def plan(stage: Stage, items: list[str], config_path, sets, out) -> tuple[Any, I
     inputs = stage.parse_inputs(items)
     art_id = artifact.compute_id(
         stage.name, config.to_dict(cfg), [(r.role, r.id) for r in inputs.refs],
-        source=artifact.id_source(),
+        source=provenance.id_source(),
     )  # fmt: skip
     return cfg, inputs, art_id, Path(out) if out else default_out(stage.name, art_id)
 
@@ -134,7 +134,7 @@ def execute(
         return out
     rank, world = distributed.init()  # the process group, when launched with WORLD_SIZE > 1
     run = Run(out, art_id, stage.kind, stage.name, config.to_dict(cfg), inputs.refs, rank, world,
-              code_in_id=artifact.code_in_id())  # fmt: skip
+              code_in_id=provenance.code_in_id())  # fmt: skip
     # Rank 0 alone looks at the output path and takes the lock; every rank learns the
     # verdict (cache hit, conflict, lock held, resume) from it at once.
     hit, run.resumed = distributed.main_decides(lambda: _claim(run, replace))
@@ -212,7 +212,7 @@ def _cache_hit(out: Path, art_id: str, replace: bool) -> bool:
     other llmforge code built (its `code.source_hash` differs) is rebuilt instead."""
     existing = artifact.existing_id(out)
     if existing == art_id:
-        drift = artifact.code_drift(artifact.read_manifest(out))
+        drift = provenance.code_drift(artifact.read_manifest(out))
         if drift and replace:
             log.info(
                 f"{out} holds id {art_id} built by other llmforge code: rebuilding (--replace)"

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from llmforge import artifact, log
+from llmforge import artifact, log, provenance
 from llmforge.errors import BadInput
 from llmforge.stage import run_cli
 
@@ -56,7 +56,7 @@ def _code_text(code: dict) -> str:
     text = f"{code.get('version')} {str(code.get('commit'))[:10]}"
     text += " (dirty)" if code.get("dirty") else ""
     if source := code.get("source_hash"):
-        same = "this llmforge's" if source == artifact.source_hash() else "not this llmforge's"
+        same = "this llmforge's" if source == provenance.source_hash() else "not this llmforge's"
         text += f", source {source[:12]} ({same}" + ("; in the id)" if code.get("in_id") else ")")
     return text
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmforge import artifact
+from llmforge import artifact, provenance
 from llmforge.errors import BadInput
 from llmforge.stage import Role, Stage, execute
 from tests.slow_stage import SLOW
@@ -249,22 +249,24 @@ def test_the_source_hash_covers_the_python_files_of_both_packages(tmp_path):
     (lib / "train" / "loop.py").write_text("x = 1\n")
     (cli / "pretrain.py").write_text("y = 2\n")
     packages = {"llmforge": lib, "stages": cli}
-    before = artifact.hash_sources(packages)
+    before = provenance.hash_sources(packages)
     (lib / "train" / "loop.pyc").write_bytes(b"compiled")
     (lib / "notes.md").write_text("not code")
-    assert artifact.hash_sources(packages) == before  # only .py files count
+    assert provenance.hash_sources(packages) == before  # only .py files count
     (cli / "pretrain.py").write_text("y = 3\n")
-    edited = artifact.hash_sources(packages)
+    edited = provenance.hash_sources(packages)
     assert edited != before
     (lib / "train" / "loop.py").rename(lib / "loop.py")  # same bytes, another module
-    assert artifact.hash_sources(packages) != edited
-    assert len(artifact.source_hash()) == 64 and artifact.source_hash() == artifact.source_hash()
+    assert provenance.hash_sources(packages) != edited
+    assert (
+        len(provenance.source_hash()) == 64 and provenance.source_hash() == provenance.source_hash()
+    )
 
 
 def test_the_manifest_records_the_source_hash_outside_the_id(tmp_path):
     out = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "a")
     manifest = artifact.read_manifest(out)
-    assert manifest["code"]["source_hash"] == artifact.source_hash()
+    assert manifest["code"]["source_hash"] == provenance.source_hash()
     assert manifest["code"]["in_id"] is False
     assert manifest["id"] == artifact.compute_id("slow", {"seconds": 0.0}, [])
     _edit_manifest(out, lambda m: m["code"].update(source_hash="0" * 64))
@@ -273,7 +275,7 @@ def test_the_manifest_records_the_source_hash_outside_the_id(tmp_path):
 
 def other_code(monkeypatch) -> None:
     """From now on this process runs "other" llmforge source."""
-    monkeypatch.setattr(artifact, "source_hash", lambda: "e" * 64)
+    monkeypatch.setattr(provenance, "source_hash", lambda: "e" * 64)
 
 
 def test_a_cache_hit_made_by_other_code_says_so_and_replace_rebuilds_it(
@@ -302,7 +304,7 @@ def test_a_cache_hit_made_by_other_code_says_so_and_replace_rebuilds_it(
 
 def test_code_in_the_id_on_request(tmp_path, monkeypatch):
     plain = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "plain")
-    monkeypatch.setenv(artifact.CODE_IN_ID_ENV, "1")
+    monkeypatch.setenv(provenance.CODE_IN_ID_ENV, "1")
     keyed = execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "keyed")
     manifest = artifact.read_manifest(keyed)
     assert manifest["code"]["in_id"] is True
@@ -314,7 +316,7 @@ def test_code_in_the_id_on_request(tmp_path, monkeypatch):
         execute(SLOW, [], sets=["seconds=0"], out=keyed)
     _edit_manifest(keyed, lambda m: m["code"].update(source_hash="0" * 64))
     assert "source hash" in artifact.id_problem(artifact.read_manifest(keyed))
-    monkeypatch.setenv(artifact.CODE_IN_ID_ENV, "maybe")
+    monkeypatch.setenv(provenance.CODE_IN_ID_ENV, "maybe")
     with pytest.raises(BadInput, match="LLMFORGE_CODE_IN_ID"):
         execute(SLOW, [], sets=["seconds=0"], out=tmp_path / "bad")
 
