@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from llmforge.data.labelled_tokens import EOS, domain_of_token, make_tokens
 from llmforge.data.loader import PackedLoader, RowPacker, Source, to_batch, validation_batches
 from llmforge.data.tokens import TokenStore
-from tests.train.fake_tokens import EOS, domain_of_token, make_tokens
 
 
 @pytest.fixture(scope="module")
