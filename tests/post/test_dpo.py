@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from llmforge.errors import BadInput
 from llmforge.gen import Completion
 from llmforge.post import dpo, pairs
 from llmforge.post.dpo import DPOOptions
@@ -140,3 +141,20 @@ def test_verifier_pairs_rank_samples_by_reward():
     assert len(rows) == 1  # t2's samples all fail alike: no pair
     assert rows[0]["chosen"] == "\\boxed{2}" and rows[0]["rejected"] == "\\boxed{3}"
     assert rows[0]["prompt"] == [{"role": "user", "content": "1 + 1?"}]
+
+
+def test_a_gold_solution_is_chosen_over_the_model_s_own_wrong_answer():
+    from llmforge.verifiers import combine
+
+    tasks = [
+        {"id": "t1", "prompt": "1 + 1?", "reference": "2", "verifier": "math",
+         "solution": "1+1: 1+1=2, so 2. The answer is \\boxed{2}."},
+        {"id": "t2", "prompt": "2 + 2?", "reference": "4", "verifier": "math",
+         "solution": "2+2: 2+2=4, so 4. The answer is \\boxed{4}."},
+    ]  # fmt: skip
+    gen = FakeGen({"1 + 1?": ["\\boxed{3}"], "2 + 2?": ["\\boxed{4}"]})
+    rows = pairs.verifier_pairs(gen, tasks, combine({"correct": 1.0}), k=1, temperature=0)
+    assert len(rows) == 1  # t2's own answer is right: nothing to prefer over it
+    assert rows[0]["chosen"] == tasks[0]["solution"] and rows[0]["rejected"] == "\\boxed{3}"
+    with pytest.raises(BadInput, match="or a 'solution' per task"):
+        pairs.verifier_pairs(gen, [{**tasks[0], "solution": None}], combine({"correct": 1.0}), k=1)

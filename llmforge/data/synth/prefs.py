@@ -1,8 +1,8 @@
 """Preference pairs for DPO: a correct worked answer against a weak solver's answer.
 
-The rejected answer works the same columns but slips in one column of the last operation,
-the way a weak model does (a wrong single-digit fact, a forgotten carry or borrow), and
-carries on consistently from the mistake to a wrong boxed answer. Chosen and rejected
+The rejected answer works the same columns but slips in the last column of the last
+operation, the way a weak model does (a wrong single-digit fact, a forgotten carry or
+borrow), and carries on consistently from the mistake to a wrong boxed answer. Chosen and rejected
 differ in a column fact the model has seen many times, so the preference is learnable:
 the model has to check the arithmetic of each column.
 """
@@ -18,11 +18,15 @@ _OPERATION = re.compile(r"^(\d+)([-+*])(\d+): ")
 
 
 def slips(a: int, op: str, b: int) -> list[Slip]:
-    """Every slip that changes the result of ``a op b``: each column off by one either way,
-    and each carry or borrow forgotten."""
-    width = len(str(a)) if op == "*" else max(len(str(a)), len(str(b)))
-    options = [Slip(i, delta) for i in range(width) for delta in (1, -1)]
-    options += [Slip(i, drop_carry=True) for i in range(1, width)]
+    """The slips in the last column of ``a op b`` that change its result: the column off by
+    one either way, or its carry (borrow) forgotten.
+
+    Only the last column, so chosen and rejected differ from the slip to the end and in
+    nothing else: a slip in an earlier column would make every later column of the
+    rejected answer a correct computation from a wrong carry, and DPO would push those
+    correct computations down along with the mistake."""
+    last = (len(str(a)) if op == "*" else max(len(str(a)), len(str(b)))) - 1
+    options = [Slip(last, 1), Slip(last, -1), Slip(last, drop_carry=True)]
     right = worked_step(a, op, b)[1]
     return [s for s in options if worked_step(a, op, b, s)[1] != right]
 
