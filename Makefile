@@ -27,11 +27,13 @@ demo: install
 	PATH=$(abspath $(BIN)):$$PATH bash recipes/tiny/pipeline.sh $(DEMO)
 
 # One torch thread per pytest worker: two workers on two cores must not oversubscribe.
+# worksteal: a worker that runs out takes tests queued behind a long one (the smoke demo
+# starts first, see tests/conftest.py), so no worker idles while the other finishes.
 test: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist worksteal -p no:cacheprovider -q
 
 test-fast: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider -q -m "not slow and not slurm"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist worksteal -p no:cacheprovider -q -m "not slow and not slurm"
 
 # Each benchmark compares llmforge with a baseline in the same run and prints a ratio;
 # docs/benchmarks.md records the figures. About 17 minutes on an idle 2-core machine.

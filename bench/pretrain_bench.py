@@ -6,7 +6,7 @@ Runs alternate (plain, engine, plain, engine, ...) so a shared, noisy CPU hurts 
 alike. Prints tokens/s, the ratio engine/plain (goal >= 0.95) and MFU against a matmul
 peak measured in this process.
 
-    PYTHONPATH=. python bench/pretrain_bench.py [--steps 15] [--rounds 2]
+    python bench/pretrain_bench.py [--steps 15] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from llmforge.data.labelled_tokens import make_tokens
+from llmforge.data.loader import PackedLoader, Source
+from llmforge.data.tokens import TokenStore
 from llmforge.model.gpt import GPT, ModelConfig
 from llmforge.train.callbacks import Checkpointer, MetricsLogger, MoEBias, SpikeGuard
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
@@ -26,12 +30,17 @@ from llmforge.train.metrics import flops_per_token, measure_peak_flops
 from llmforge.train.optim import build_optimizers
 from llmforge.train.schedule import build_schedulers
 from llmforge.train.step import autocast, resolve_precision
-from tests.train.engine_helpers import tiny_loader
-from tests.train.fake_tokens import make_tokens
 
 CFG = ModelConfig(vocab_size=512, d_model=192, n_layers=4, n_heads=6, n_kv_heads=2,
                   ffn_hidden=512, max_seq_len=256)  # fmt: skip
 BATCH, SEQ = 8, 256
+
+
+def tiny_loader(root: Path, batch_size: int, seq_len: int) -> PackedLoader:
+    """Packed batches over every domain of the synthetic tokens, in equal shares."""
+    source = Source([TokenStore(root, "train")])
+    weights = [np.ones(len(source.domains)) / len(source.domains)]
+    return PackedLoader(source, weights, [10**6], batch_size, seq_len, seed=0)
 
 
 def plain_loop(root: Path, steps: int, precision: str) -> float:

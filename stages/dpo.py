@@ -41,7 +41,10 @@ from llmforge.verifiers.judge import JudgeConfig
 class PairArgs:
     """How pairs are built from `prompts=` inputs."""
 
-    k: int = param(4, "samples per prompt for verifier-ranked pairs")
+    k: int = param(
+        4, "samples per prompt for verifier-ranked pairs (1 is enough when tasks carry a "
+        "gold 'solution': it is chosen wherever the model's sample is wrong)",
+    )  # fmt: skip
     temperature: float = param(1.0, "sampling temperature for built pairs (0: greedy)")
     max_new_tokens: int = param(128, "generation budget per completion")
     reward: dict[str, float] = param(
@@ -49,7 +52,7 @@ class PairArgs:
     )
 
     def __post_init__(self):
-        check(self.k >= 2, "k", "must be >= 2")
+        check(self.k >= 1, "k", "must be >= 1")
         check(self.temperature >= 0, "temperature", "must be >= 0")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
 
@@ -89,7 +92,9 @@ def _generator(path, model_args: ModelArgs):
     from llmforge.gen import TransformersGenerator
 
     model, tokenizer = trl_bridge.load_model(path, model_args=model_args)
-    return TransformersGenerator(model, tokenizer, template_kwargs={"enable_thinking": False})
+    # 64 sequences at once: a small model's decode step costs little more than one
+    kwargs = {"batch_size": 64, "template_kwargs": {"enable_thinking": False}}
+    return TransformersGenerator(model, tokenizer, **kwargs)
 
 
 def build_reward(cfg: Config, inputs: Inputs):

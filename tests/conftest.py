@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny corpus, tokens artifact, tokenizer and random model, all made
-locally (nothing comes from a model hub)."""
+locally (nothing comes from a model hub); and the order tests start in."""
 
 import os
 import shutil
@@ -69,6 +69,21 @@ def private_hash_cache(tmp_path_factory):
     """Hashes of outside inputs go to this session's cache, not the user's ~/.cache."""
     cache = tmp_path_factory.mktemp("hash-cache") / "file-hashes.json"
     os.environ.setdefault("LLMFORGE_HASH_CACHE", str(cache))
+
+
+# The smoke demo runs for minutes; started first, it overlaps the rest of the suite on the
+# other worker instead of running alone at the end (`make test` uses `--dist worksteal`, so
+# an idle worker takes the tests queued behind it). Other slow tests follow it.
+FIRST = ("tests/test_demo.py::",)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        if item.nodeid.startswith(FIRST):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: the order within each rank is kept
 
 
 @pytest.fixture(scope="session")

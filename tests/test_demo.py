@@ -88,6 +88,8 @@ def test_smoke_demo_runs_all_stages_and_moves_the_numbers(tmp_path):
     assert sft["format_after"]["think"] > sft["format_before"]["think"]
     html = (out / "report" / "report" / "report.html").read_text()
     assert "did each stage move its number" in html and "data:image/png;base64" in html
+    # the RL run is plotted step by step: reward, accuracy and response length
+    assert "rl_curves" in artifact.read_manifest(out / "report")["metrics"]["report_plots"]
 
     again = run_pipeline(out)
     assert again.returncode == 0, again.stderr[-4000:]

@@ -248,6 +248,7 @@ def dpo_verdict(arts: dict) -> list[Verdict]:
         m = manifest.get("metrics", {})
         b, a = m.get("heldout_before") or {}, m.get("heldout_after") or {}
         if "accuracy" in b and "accuracy" in a:
+            noise = _within_noise(b["accuracy"], a["accuracy"], b.get("pairs"), a.get("pairs"))
             out.append(
                 Verdict(
                     "dpo",
@@ -255,7 +256,9 @@ def dpo_verdict(arts: dict) -> list[Verdict]:
                     _num(b["accuracy"]),
                     _num(a["accuracy"]),
                     a["accuracy"] > b["accuracy"],
-                    f"margin {_num(b.get('margin'))} -> {_num(a.get('margin'))}",
+                    f"{a.get('pairs', '?')} pairs; margin {_num(b.get('margin'))} -> "
+                    f"{_num(a.get('margin'))}",
+                    noise,
                 )
             )
     return out

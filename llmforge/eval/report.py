@@ -4,8 +4,8 @@ self-contained HTML page (PNGs embedded as base64) that shows whether the pipeli
 Inputs are rows, one per evaluated model, built by `rows_from_eval` (an eval artifact's
 results.json) and `rows_from_model` (a model artifact's manifest and metrics.jsonl). The
 plots: training loss curves, task scores and bits-per-byte per model (in the order given,
-which is the order of the pipeline's stages), and long-context accuracy, log-likelihood
-and rank against length.
+which is the order of the pipeline's stages), long-context accuracy, log-likelihood and
+rank against length, and an RL model's reward, accuracy and response length per step.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Row:
     long_context: dict = field(default_factory=dict)
     harness: dict = field(default_factory=dict)
     contaminated: int = 0
+    rl_steps: list[dict] = field(default_factory=list)  # an RL run's per-step metrics
 
 
 # ---------------------------------------------------------------- collecting
@@ -55,8 +56,27 @@ def read_curves(metrics_file: Path) -> tuple[list, list]:
     return train, val
 
 
+# What an RL run logs per step that the report plots (see llmforge.post.rl_loop).
+RL_KEYS = ("reward_mean", "reward/correct", "completion_len")
+
+
+def read_rl_steps(metrics_file: Path) -> list[dict]:
+    """The steps of an RL run's metrics.jsonl that trained (step plus RL_KEYS); [] if none."""
+    steps = []
+    if not metrics_file.is_file():
+        return steps
+    for line in metrics_file.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec and "reward_mean" in rec:
+            steps.append({"step": rec["step"], **{k: rec[k] for k in RL_KEYS if k in rec}})
+    return steps
+
+
 def rows_from_model(path: Path, manifest: dict) -> Row:
-    """A row for a model artifact: its stage and loss curves."""
+    """A row for a model artifact: its stage, loss curves and RL steps."""
     train, val = read_curves(path / "metrics.jsonl")
     return Row(
         label=label_for(path, manifest),
@@ -64,6 +84,7 @@ def rows_from_model(path: Path, manifest: dict) -> Row:
         path=str(path),
         curve=train,
         val_curve=val,
+        rl_steps=read_rl_steps(path / "metrics.jsonl"),
     )
 
 
@@ -87,6 +108,7 @@ def rows_from_eval(path: Path) -> list[Row]:
         model_path = Path(row.path)
         if model_path.is_dir():
             row.curve, row.val_curve = read_curves(model_path / "metrics.jsonl")
+            row.rl_steps = read_rl_steps(model_path / "metrics.jsonl")
         rows.append(row)
     return rows
 
@@ -111,6 +133,7 @@ def merge(rows: list[Row]) -> list[Row]:
             getattr(have, name).update(getattr(row, name))
         have.curve = have.curve or row.curve
         have.val_curve = have.val_curve or row.val_curve
+        have.rl_steps = have.rl_steps or row.rl_steps
         have.contaminated = max(have.contaminated, row.contaminated)
     return list(merged.values())
 
@@ -295,6 +318,30 @@ def plot_context(rows: list[Row], path: Path) -> bool:
     return True
 
 
+def plot_rl_curves(rows: list[Row], path: Path) -> bool:
+    """Reward, accuracy (the `correct` part of the reward) and response length per RL step."""
+    runs = [r for r in rows if r.rl_steps]
+    if not runs:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    panels = (
+        ("reward_mean", "mean reward", "Reward"),
+        ("reward/correct", "share of correct answers", "Accuracy (verifier)"),
+        ("completion_len", "tokens", "Response length"),
+    )
+    for ax, (key, ylabel, title) in zip(axes, panels):
+        for r in runs:
+            points = [(m["step"], m[key]) for m in r.rl_steps if key in m]
+            if points:
+                ax.plot(*zip(*points), ".-", alpha=0.8, label=r.label)
+        ax.set(xlabel="RL step", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -325,6 +372,7 @@ def build(
         ("loss_curves", plot_loss_curves),
         ("scores", plot_scores),
         ("context", plot_context),
+        ("rl_curves", plot_rl_curves),
     ):
         if fn(rows, out_dir / f"{name}.png"):
             plots[name] = out_dir / f"{name}.png"

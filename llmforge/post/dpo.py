@@ -32,12 +32,17 @@ class DPOOptions:
         "(no reference model)",
     )
     beta: float = param(0.1, "strength of the KL anchor to the reference (ORPO: odds weight)")
+    sft_weight: float = param(
+        0.0, "add the chosen answers' NLL with this weight (RPO, Pang et al. 2024): keeps "
+        "chosen likely, which plain DPO on near-identical pairs does not",
+    )  # fmt: skip
     think: bool = param(False, "render prompts in think mode (default: no_think)")
     heldout_fraction: float = param(0.1, "share of pairs held out for before/after metrics")
     heldout_max: int = param(200, "at most this many held-out pairs")
 
     def __post_init__(self):
         check(self.beta > 0, "beta", "must be > 0")
+        check(self.sft_weight >= 0, "sft_weight", "must be >= 0")
         check(0 <= self.heldout_fraction < 1, "heldout_fraction", "must be in [0, 1)")
         check(self.heldout_max >= 0, "heldout_max", "must be >= 0")
 
@@ -136,7 +141,9 @@ def trainer_for(
     else:
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(**base, beta=opts.beta, loss_type=[opts.loss])
+        losses = {opts.loss: 1.0} | ({"sft": opts.sft_weight} if opts.sft_weight else {})
+        args = DPOConfig(**base, beta=opts.beta, loss_type=list(losses),
+                         loss_weights=list(losses.values()))  # fmt: skip
         data = _dataset(paired_rows(train_rows, opts.think))
         trainer = DPOTrainer(
             model=model,

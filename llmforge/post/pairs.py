@@ -7,7 +7,9 @@ Two recipes:
   between the two, which is useful even when neither answer is perfect.
 - verifier pairs: one model samples k completions per task; a verifier reward scores
   them; the best-scoring completion is chosen and the worst rejected, and prompts whose
-  samples all score alike give no pair.
+  samples all score alike give no pair. A task's gold `solution`, when it has one, is a
+  candidate for chosen too, so even one greedy sample gives a pair wherever the model is
+  wrong: the gold answer over the model's own mistake (SPIN's pairs, on-policy rejected).
 
 Both return rows of the preference schema in docs/contract.md.
 """
@@ -57,10 +59,12 @@ def verifier_pairs(
 ) -> list[dict]:
     """Pairs from k sampled completions per task, ranked by a verifier `Reward`.
 
-    `tasks` follow the task schema (`prompt`, `reference`, `verifier`, ...).
+    `tasks` follow the task schema (`prompt`, `reference`, `verifier`, ...); a task's
+    optional `solution` joins the candidates for chosen (a correct sample wins a tie with
+    it), while rejected is always one of the model's own samples.
     """
-    if k < 2:
-        raise BadInput("verifier pairs need k >= 2 samples per prompt")
+    if k < 2 and not all(t.get("solution") for t in tasks):
+        raise BadInput("verifier pairs need k >= 2 samples per prompt, or a 'solution' per task")
     prompts = [task_prompt(t) for t in tasks]
     samples = generator.generate(
         prompts, n=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
@@ -68,13 +72,12 @@ def verifier_pairs(
     rows = []
     for task, prompt, completions in zip(tasks, prompts, samples, strict=True):
         texts = [c.text.strip() for c in completions]
-        scores = [
-            s.value
-            for s in reward.batch(
-                texts, [task] * len(texts), [len(c.token_ids) for c in completions]
-            )
-        ]
-        picked = best_and_worst(scores, texts)
+        lengths = [len(c.token_ids) for c in completions]
+        if task.get("solution"):
+            texts.append(str(task["solution"]).strip())
+            lengths.append(None)
+        scores = [s.value for s in reward.batch(texts, [task] * len(texts), lengths)]
+        picked = best_and_worst(scores, texts, rejectable=k)
         if picked is not None:
             best, worst = picked
             rows.append(
@@ -90,11 +93,13 @@ def verifier_pairs(
     return rows
 
 
-def best_and_worst(scores: Sequence[float], texts: Sequence[str]) -> tuple[int, int] | None:
+def best_and_worst(scores: Sequence[float], texts: Sequence[str],
+                   rejectable: int | None = None) -> tuple[int, int] | None:  # fmt: skip
     """Indices of the best- and worst-scoring samples, or None when they tie (in score or
-    in text), since such a pair carries no preference."""
+    in text), since such a pair carries no preference. Only the first `rejectable` (default:
+    all) may be the worst: a gold solution appended after the model's samples can only win."""
     best = max(range(len(scores)), key=lambda j: scores[j])
-    worst = min(range(len(scores)), key=lambda j: scores[j])
+    worst = min(range(rejectable or len(scores)), key=lambda j: scores[j])
     if scores[best] > scores[worst] and texts[best] != texts[worst]:
         return best, worst
     return None

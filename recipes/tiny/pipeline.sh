@@ -58,10 +58,11 @@ MID=$(stage midtrain midtrain "$BASE" tokens="$TOK" -c "$R/midtrain.yaml" "${MID
 LONG=$(stage context-extend context-extend "$MID" tokens="$TOK" -c "$R/context-extend.yaml" \
     "${CONTEXT_SET[@]}" -o "$OUT/long")
 
-# 7-9. post-training: chat SFT (think and no_think), DPO on preference pairs, RLVR on math.
+# 7-9. post-training: chat SFT (think and no_think); DPO on the SFT model's own sampled
+# answers against the gold worked answers, where its own is wrong; RLVR on math.
 SFT=$(stage sft sft model="$LONG" chat="$DATA/chat/sft.jsonl" teacher="$DATA/chat/sft_mismatched.jsonl" \
     -c "$R/sft.yaml" "${SFT_SET[@]}" -o "$OUT/sft")
-DPO=$(stage dpo dpo model="$SFT" "$DATA/prefs/dpo.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
+DPO=$(stage dpo dpo model="$SFT" prompts="$DATA/prefs/tasks.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
 RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
 
 # 10. eval on held-out data: loss per domain and long-context probes for the base models,

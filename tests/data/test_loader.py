@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llmforge.data.batch_plan import BatchPlan
+from llmforge.data.labelled_tokens import EOS, domain_of_token, make_tokens
 from llmforge.data.loader import (
     PackedLoader,
     RowPacker,
@@ -17,7 +18,6 @@ from llmforge.data.loader import (
 )
 from llmforge.data.tokens import TokenStore
 from llmforge.errors import BadInput
-from tests.train.fake_tokens import EOS, domain_of_token, make_tokens
 
 
 @pytest.fixture(scope="module")

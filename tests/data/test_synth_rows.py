@@ -35,9 +35,12 @@ def test_sft_rows_follow_the_chat_schema_and_pair_modes():
     by_id = {row["id"]: row for row in rows}
     for p in pairs:
         think, no_think = by_id[f"{p}-think"], by_id[f"{p}-no_think"]
-        assert [m["content"] for m in think["messages"][1:]] == [
-            m["content"] for m in no_think["messages"][1:]
+        assert [m["content"] for m in think["messages"][1:-1]] == [
+            m["content"] for m in no_think["messages"][1:-1]
         ]
+        # the same working: in the think block, or written out before the boxed answer
+        steps, answer = think["messages"][-1]["reasoning"], think["messages"][-1]["content"]
+        assert no_think["messages"][-1]["content"] == steps.replace("\n", " ") + " " + answer
     assert any(sum(m["role"] == "user" for m in r["messages"]) == 2 for r in rows)
 
 
@@ -80,8 +83,12 @@ def test_preference_rejected_is_wrong_and_chosen_is_right():
         assert int(BOXED.search(row["chosen"]).group(1)) == problem.answer
         wrong = int(BOXED.search(row["rejected"]).group(1))
         assert wrong != problem.answer and wrong >= 0
-        # Same steps up to the last one, which slips to the wrong value.
-        assert row["rejected"].rsplit(" = ", 1)[0] == row["chosen"].rsplit(" = ", 1)[0]
+        # The same operations; the last one slips in exactly one of its columns.
+        chosen, rejected = row["chosen"].split(": "), row["rejected"].split(": ")
+        assert chosen[:-1] == rejected[:-1]
+        right, wrong = chosen[-1].split(", "), rejected[-1].split(", ")
+        assert len(right) == len(wrong)
+        assert sum(a != b for a, b in zip(right[:-1], wrong[:-1], strict=True)) == 1
 
 
 def test_math_documents_hold_every_problem_once():

@@ -11,7 +11,8 @@ from llmforge.data.synth.planted import PlantCounts
 from llmforge.errors import BadInput
 
 TINY = tiny.Preset(40_000, 40_000, 300, 100, 20, 50, 40, 40, 20, PlantCounts(2, 2, 1, 2))
-EQUATION = re.compile(r"(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\b")
+# A worked operation: "47+38: 7+8=15, 4+3+1=8, so 85."
+EQUATION = re.compile(r"(\d+)([-+*])(\d+): [-+*=\d, ]*?, so (\d+)\.")
 BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
 ROLES = {"system", "user", "assistant", "tool"}
 
@@ -75,6 +76,7 @@ def test_every_file_follows_its_schema(built):
         "chat/sft.jsonl",
         "chat/sft_mismatched.jsonl",
         "prefs/dpo.jsonl",
+        "prefs/tasks.jsonl",
         "rl/prompts.jsonl",
         "eval/math.jsonl",
         "eval/format.jsonl",
@@ -87,24 +89,31 @@ def test_every_file_follows_its_schema(built):
         for row in read(built, rel):
             assert {m["role"] for m in row["messages"]} <= ROLES
             assert BOXED.search(row["messages"][-1]["content"])
-    for rel in ("rl/prompts.jsonl", "eval/math.jsonl", "eval/format.jsonl"):
+    for rel in ("rl/prompts.jsonl", "prefs/tasks.jsonl", "eval/math.jsonl", "eval/format.jsonl"):
         rows = read(built, rel)
         assert all(r["tests"] is None and r["chat"] is True for r in rows)
+    # eval math asks in both modes in turn; DPO tasks carry the gold worked answer
+    assert [r["mode"] for r in read(built, "eval/math.jsonl")[:4]] == ["think", "no_think"] * 2
+    for row in read(built, "prefs/tasks.jsonl"):
+        assert row["solution"].endswith(f"\\boxed{{{row['reference']}}}.")
     assert meta["files"]["eval/math.jsonl"]["rows"] == TINY.eval_math
     assert not (built.parent / "data.partial").exists()
 
 
 def test_answers_recompute(built):
-    for rel in ("rl/prompts.jsonl", "eval/math.jsonl"):
+    for rel in ("rl/prompts.jsonl", "prefs/tasks.jsonl", "eval/math.jsonl"):
         for row in read(built, rel):
             assert str(solve(row["prompt"])) == row["reference"], row
     for row in read(built, "prefs/dpo.jsonl"):
         assert int(BOXED.search(row["chosen"]).group(1)) == solve(row["prompt"])
         assert int(BOXED.search(row["rejected"]).group(1)) != solve(row["prompt"])
     texts = [d["text"] for d in read(built, "raw/math.jsonl")]
-    for row in read(built, "chat/sft.jsonl") + read(built, "chat/sft_mismatched.jsonl"):
-        texts += [m.get("reasoning", "") for m in row["messages"]]
-    for a, op, b, c in EQUATION.findall("\n".join(texts)):
+    texts += [r["solution"] for r in read(built, "prefs/tasks.jsonl")]
+    for row in read(built, "chat/sft.jsonl"):
+        texts += [m["content"] + "\n" + m.get("reasoning", "") for m in row["messages"]]
+    found = EQUATION.findall("\n".join(texts))
+    assert len(found) > 1000
+    for a, op, b, c in found:
         assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
 
 
@@ -114,6 +123,7 @@ def training_texts(built: Path) -> list[str]:
     contaminated = {r["id"] for r in planted["contaminated"]}
     texts = [d["text"] for d in read(built, "raw/math.jsonl") if d["id"] not in contaminated]
     texts += [r[k] for r in read(built, "prefs/dpo.jsonl") for k in ("prompt", "chosen")]
+    texts += [r[k] for r in read(built, "prefs/tasks.jsonl") for k in ("prompt", "solution")]
     for rel in ("chat/sft.jsonl", "chat/sft_mismatched.jsonl"):
         for row in read(built, rel):
             texts += [m["content"] + "\n" + m.get("reasoning", "") for m in row["messages"]]
@@ -129,7 +139,7 @@ def test_eval_items_are_held_out_of_training_files(built):
 
 
 def test_eval_computations_are_not_worked_out_in_training_files(built):
-    """Not even as an intermediate step: '52 - 40 = 12' would give away '52 - 40 = ?'."""
+    """Not even as an intermediate step: '52-40: ...' would give away '52 - 40 = ?'."""
     blob = "\n".join(training_texts(built))
     bare = [re.search(r"(\d+) ([-+*]) (\d+)", r["prompt"]) for r in read(built, "eval/math.jsonl")]
     bare = [m.groups() for m in bare if m]
@@ -137,7 +147,7 @@ def test_eval_computations_are_not_worked_out_in_training_files(built):
     for a, op, b in bare:
         orders = [(a, b), (b, a)] if op in "+*" else [(a, b)]
         for x, y in orders:
-            assert not re.search(rf"(?<!\d){x} \{op} {y} =", blob), (x, op, y)
+            assert not re.search(rf"(?<!\d){x}\{op}{y}:", blob), (x, op, y)
 
 
 def test_planted_duplicates_are_where_the_record_says(built):

@@ -115,3 +115,19 @@ def test_pass_at_k_verdict_reads_the_largest_k():
     r.tasks["math"] = {"all": {"avg@4": 0.1, "pass@1": 0.1, "pass@4": 0.3, "pass@2": 0.2}}
     assert pipeline.task_score("math", "pass@")(r) == 0.3
     assert pipeline.task_score("math")(r) == 0.1
+
+
+def test_dpo_preference_accuracy_is_judged_against_noise_of_its_pairs():
+    def cell(before, after, pairs):
+        manifest = {"metrics": {
+            "heldout_before": {"accuracy": before, "margin": 0.1, "pairs": pairs},
+            "heldout_after": {"accuracy": after, "margin": 0.9, "pairs": pairs},
+        }}  # fmt: skip
+        (v,) = pipeline.dpo_verdict({"dpo": [(None, manifest)]})
+        assert v.note.startswith(f"{pairs} pairs")
+        return v.cells()[4]
+
+    assert cell(0.57, 0.62, 100) == "yes (within noise)"  # 2 SE of 100 pairs is ~0.14
+    assert cell(0.57, 0.80, 100) == "yes"
+    assert cell(0.57, 0.62, 2000) == "yes"
+    assert cell(0.57, 0.52, 100) == "NO (within noise)"

@@ -87,6 +87,23 @@ def test_build_writes_pngs_and_self_contained_html(tmp_path):
     assert "| sft-model | sft |" in (tmp_path / "report" / "summary.md").read_text()
 
 
+def test_rl_curves_plot_reward_accuracy_and_length_per_trained_step(tmp_path):
+    model = tmp_path / "rl"
+    model.mkdir()
+    lines = [{"phase": "difficulty_filter", "prompts": 8}, {"step": 1, "skipped": True}]
+    lines += [{"step": s, "loss": 0.1, "reward_mean": 0.1 * s, "reward/correct": 0.05 * s,
+               "completion_len": 40 - s} for s in (2, 3, 4)]  # fmt: skip
+    (model / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    row = report.rows_from_model(model, {"stage": "rlvr"})
+    assert [m["step"] for m in row.rl_steps] == [2, 3, 4]  # trained steps only
+    assert row.rl_steps[-1] == {"step": 4, "reward_mean": 0.4, "reward/correct": 0.2,
+                                "completion_len": 36}  # fmt: skip
+    built = report.build([row], tmp_path / "report")
+    assert "rl_curves" in built["plots"]
+    assert (tmp_path / "report" / "rl_curves.png").stat().st_size > 10_000
+    assert report.read_rl_steps(tmp_path / "missing.jsonl") == []
+
+
 def test_nothing_to_plot_gives_table_only(tmp_path):
     built = report.build([report.Row(label="empty")], tmp_path / "r")
     assert built["plots"] == [] and (tmp_path / "r" / "report.html").is_file()

@@ -1,10 +1,13 @@
 """DPO library pieces: row conversion for paired and unpaired losses, the completion
-log-prob used for held-out metrics, each TRL loss building and stepping, and pair building
+log-prob used for held-out metrics, each TRL loss computing its own formula, and pair building
 (delta learning and verifier-ranked) with fake generators."""
+
+import math
 
 import pytest
 import torch
 
+from llmforge.errors import BadInput
 from llmforge.gen import Completion
 from llmforge.post import dpo, pairs
 from llmforge.post.dpo import DPOOptions
@@ -61,22 +64,60 @@ def test_completion_logp_feeds_the_model_on_its_device(tiny_model):
     assert got == pytest.approx(dpo.completion_logp(model, tok, "hi", "a b", think=False))
 
 
-@pytest.mark.parametrize("loss", dpo.LOSSES)
-def test_every_loss_builds_and_takes_a_step(tiny_model, tmp_path, loss):
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# Each paired loss as a function of the logged rewards (beta times the policy/reference log
+# ratio of chosen and rejected), as TRL and the papers define them.
+PAIRED = {
+    "sigmoid": lambda c, r: -math.log(_sigmoid(c - r)),
+    "apo_zero": lambda c, r: 1 - _sigmoid(c) + _sigmoid(r),
+    "apo_down": lambda c, r: _sigmoid(c) + 1 - _sigmoid(c - r),
+}
+
+
+def _first_log(tiny_model, tmp_path, loss, ref_seed=None, batch_size=4):
+    """Train one step with `loss` and return the trainer's first logged record."""
+    from llmforge.model.hf import random_llama
     from llmforge.post.trl_bridge import load_model
 
     model, tok = load_model(tiny_model)
-    before = {k: v.clone() for k, v in model.named_parameters()}
-    train = TrainArgs(
-        lr=1e-2, batch_size=4, max_length=96, max_steps=1, save_steps=100, warmup_ratio=0
-    )
-    trainer = dpo.trainer_for(
-        model, None, tok, ROWS, DPOOptions(loss=loss), train, LoraArgs(), tmp_path
-    )
+    ref = None if ref_seed is None else random_llama(tok, 64, 2, seed=ref_seed)
+    train = TrainArgs(lr=1e-2, batch_size=batch_size, max_length=96, max_steps=1,
+                      save_steps=100, warmup_ratio=0, logging_steps=1)  # fmt: skip
+    opts = DPOOptions(loss=loss, beta=1.0)
+    trainer = dpo.trainer_for(model, ref, tok, ROWS, opts, train, LoraArgs(), tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
     trainer.train()
     assert trainer.state.global_step == 1
-    moved = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
-    assert moved
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.named_parameters())
+    return trainer.state.log_history[0]
+
+
+@pytest.mark.parametrize("loss", sorted(PAIRED))
+def test_paired_losses_compute_their_own_formula(tiny_model, tmp_path, loss):
+    # Against a reference that is another random model, the log ratios are far from 0, so
+    # the three losses give clearly different values from the same rewards: the logged loss
+    # must be this loss's own formula (one pair per step, so no averaging hides it).
+    log = _first_log(tiny_model, tmp_path, loss, ref_seed=1, batch_size=1)
+    c, r = log["rewards/chosen"], log["rewards/rejected"]
+    assert log["loss"] == pytest.approx(PAIRED[loss](c, r), abs=2e-4)
+    for other, formula in PAIRED.items():
+        if other != loss:
+            assert abs(formula(c, r) - PAIRED[loss](c, r)) > 1e-2, (other, c, r)
+
+
+def test_ipo_kto_and_orpo_losses_start_at_their_own_values(tiny_model, tmp_path):
+    # With the policy as its own reference every log ratio is 0 at the first step: IPO's
+    # squared loss is (1 / (2 beta))^2 and KTO's is 1 - sigmoid(0) for every completion.
+    # ORPO has no reference: its loss is the chosen NLL minus beta * log sigmoid(log odds).
+    assert _first_log(tiny_model, tmp_path / "ipo", "ipo")["loss"] == pytest.approx(0.25, abs=1e-4)
+    kto = _first_log(tiny_model, tmp_path / "kto", "kto")
+    assert kto["loss"] == pytest.approx(0.5, abs=1e-4) and kto["kl"] == 0
+    orpo = _first_log(tiny_model, tmp_path / "orpo", "orpo")
+    assert orpo["nll_loss"] > 1  # a random model: the NLL is large...
+    assert orpo["loss"] == pytest.approx(orpo["nll_loss"] - orpo["log_odds_ratio"], abs=2e-4)
 
 
 class FakeGen:
@@ -115,3 +156,20 @@ def test_verifier_pairs_rank_samples_by_reward():
     assert len(rows) == 1  # t2's samples all fail alike: no pair
     assert rows[0]["chosen"] == "\\boxed{2}" and rows[0]["rejected"] == "\\boxed{3}"
     assert rows[0]["prompt"] == [{"role": "user", "content": "1 + 1?"}]
+
+
+def test_a_gold_solution_is_chosen_over_the_model_s_own_wrong_answer():
+    from llmforge.verifiers import combine
+
+    tasks = [
+        {"id": "t1", "prompt": "1 + 1?", "reference": "2", "verifier": "math",
+         "solution": "1+1: 1+1=2, so 2. The answer is \\boxed{2}."},
+        {"id": "t2", "prompt": "2 + 2?", "reference": "4", "verifier": "math",
+         "solution": "2+2: 2+2=4, so 4. The answer is \\boxed{4}."},
+    ]  # fmt: skip
+    gen = FakeGen({"1 + 1?": ["\\boxed{3}"], "2 + 2?": ["\\boxed{4}"]})
+    rows = pairs.verifier_pairs(gen, tasks, combine({"correct": 1.0}), k=1, temperature=0)
+    assert len(rows) == 1  # t2's own answer is right: nothing to prefer over it
+    assert rows[0]["chosen"] == tasks[0]["solution"] and rows[0]["rejected"] == "\\boxed{3}"
+    with pytest.raises(BadInput, match="or a 'solution' per task"):
+        pairs.verifier_pairs(gen, [{**tasks[0], "solution": None}], combine({"correct": 1.0}), k=1)

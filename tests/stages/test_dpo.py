@@ -1,5 +1,5 @@
 """The dpo stage end to end on the tiny model: a learnable preference raises held-out
-margin, delta-learning pairs are built from two models, verifier pairs need a spread of
+accuracy, delta learning teaches a weak model to prefer a strong model's answers, verifier pairs need a spread of
 scores, and unpaired rows need KTO."""
 
 import json
@@ -55,10 +55,10 @@ def metrics(path):
     return json.loads((path / "manifest.json").read_text())["metrics"]
 
 
-def test_dpo_raises_heldout_margin_on_a_learnable_preference(tmp_path, tiny_model, prefs):
+def test_dpo_raises_heldout_accuracy_on_a_learnable_preference(tmp_path, tiny_model, prefs):
     sets = SMALL + [
         "train.lr=0.001",
-        "train.max_steps=20",
+        "train.max_steps=40",
         "dpo.heldout_fraction=0.2",
         "dpo.loss=apo_zero",
     ]
@@ -67,32 +67,58 @@ def test_dpo_raises_heldout_margin_on_a_learnable_preference(tmp_path, tiny_mode
     before, after = m["heldout_before"], m["heldout_after"]
     assert before["pairs"] == after["pairs"] == 24
     assert after["margin"] > before["margin"] + 0.3
-    assert after["accuracy"] >= before["accuracy"]
-    assert m["pair_source"] == "files" and m["steps"] == 20
+    # The random model prefers the shorter, unboxed answer; 40 steps teach it the reverse.
+    assert before["accuracy"] <= 0.2 and after["accuracy"] >= before["accuracy"] + 0.5
+    assert m["pair_source"] == "files" and m["steps"] == 40
     assert "rewards/margins" in m["train_last"]
 
 
-def test_delta_pairs_from_strong_and_weak_models_train_a_lora(
-    tmp_path, tiny_model, tiny_tokenizer_dir, tasks
+def test_delta_learning_teaches_the_weak_model_to_prefer_the_strong_answers(
+    tmp_path, tiny_tokenizer_dir
 ):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.fixtures_model import publish_random_llama
+    from llmforge.gen import TransformersGenerator
+    from tests.fixtures_model import publish_answering_llama
 
-    weak = publish_random_llama(tmp_path / "weak", tiny_tokenizer_dir, seed=1)
+    questions = [f"What is {i} + {i}?" for i in range(40)]
+    tasks = write_jsonl(tmp_path / "tasks.jsonl", [
+        {"id": f"t{i}", "prompt": q, "reference": str(2 * i), "verifier": "math", "chat": True}
+        for i, q in enumerate(questions)
+    ])  # fmt: skip
+    # Two models that answer differently: the strong one boxes its answer, the weak one does
+    # not (neither needs to be right: delta learning learns the difference).
+    strong = publish_answering_llama(tmp_path / "strong", tiny_tokenizer_dir, {
+        q: f"The answer is \\boxed{{{2 * i}}}." for i, q in enumerate(questions[:20])})  # fmt: skip
+    weak = publish_answering_llama(tmp_path / "weak", tiny_tokenizer_dir, {
+        q: f"The answer is {2 * i}." for i, q in enumerate(questions[:20])}, seed=1)  # fmt: skip
     sets = SMALL + [
-        "train.max_steps=2",
+        "train.max_steps=30",
+        "train.lr=0.01",
         "pairs.max_new_tokens=12",
+        "pairs.temperature=0",
         "lora.mode=lora",
         "lora.r=4",
-        "dpo.heldout_fraction=0",
+        "dpo.heldout_fraction=0.25",
     ]
-    items = [f"model={tiny_model}", f"prompts={tasks}", f"strong={tiny_model}", f"weak={weak}"]
+    # The policy is the weak model itself: before training it prefers its own answers.
+    items = [f"model={weak}", f"prompts={tasks}", f"strong={strong}", f"weak={weak}"]
     out = execute(STAGE, items, sets=sets, out=tmp_path / "delta")
     m = metrics(out)
-    assert m["pair_source"] == "delta" and m["pairs"] >= 2 and m["adapter"] == "merged"
-    pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
-    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    assert m["pair_source"] == "delta" and m["adapter"] == "merged"
+    pairs = {p["prompt"][0]["content"]: p for p in map(json.loads, open(out / "pairs.jsonl"))}
+    # chosen is what the strong model answers greedily, rejected what the weak one answers
+    for model, side in ((strong, "chosen"), (weak, "rejected")):
+        gen = TransformersGenerator(AutoModelForCausalLM.from_pretrained(str(model)),
+                                    AutoTokenizer.from_pretrained(str(model)),
+                                    template_kwargs={"enable_thinking": False})  # fmt: skip
+        prompts = [[{"role": "user", "content": q}] for q in pairs]
+        texts = [c[0].text.strip() for c in gen.generate(prompts, n=1, temperature=0.0,
+                                                         max_new_tokens=12)]  # fmt: skip
+        assert texts == [p[side] for p in pairs.values()], side
+    before, after = m["heldout_before"], m["heldout_after"]
+    assert before["pairs"] == after["pairs"] == 10
+    assert before["accuracy"] <= 0.2 and after["accuracy"] >= 0.8
     assert AutoModelForCausalLM.from_pretrained(str(out)) is not None
 
 

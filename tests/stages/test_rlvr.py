@@ -68,10 +68,18 @@ def test_stage_trains_and_publishes(tiny_model, prompts, tmp_path):
     assert trained, "every step was skipped"
     for key in ("reward_mean", "entropy", "clip_frac_high", "grad_norm", "kept_fraction"):
         assert key in trained[0]
-    before = AutoModelForCausalLM.from_pretrained(str(tiny_model))
-    after = AutoModelForCausalLM.from_pretrained(str(out))
-    changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters())]
-    assert any(changed)
+    # The published weights are the policy after exactly these 3 steps: the same loop run
+    # in-process from the same model and config arrives at the same weights, and they
+    # differ from the input model's.
+    loop = _loop(tiny_model, prompts, tmp_path / "work", steps=3)
+    loop.run()
+    before = AutoModelForCausalLM.from_pretrained(str(tiny_model)).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(str(out)).state_dict()
+    expected = loop.model.state_dict()
+    assert set(after) == set(expected)
+    for name, tensor in after.items():
+        assert torch.allclose(tensor, expected[name], atol=1e-6), name
+    assert sum(not torch.equal(before[k], after[k]) for k in after) > len(after) // 2
     assert (out / "tokenizer.json").is_file() and not (out / "_work").exists()
 
 
@@ -207,3 +215,53 @@ def test_rollouts_render_each_prompt_in_its_mode(tiny_model, prompts, tmp_path):
     groups = loop.rollouts(rows, seed=0)
     heads = [loop.tokenizer.decode(g.completions[0].prompt_token_ids) for g in groups]
     assert not heads[0].endswith("</think>\n") and heads[1].endswith("<think>\n\n</think>\n")
+
+
+@register("test_boxed_form")
+class BoxedForm(Reward):
+    """1 for an answer in the requested \\boxed{} form, 0 for a bare one; a completion that
+    gives no answer sentence at all is unparseable."""
+
+    def __call__(self, completion, sample, length=None):
+        return Score(float("\\boxed{" in completion), parseable="answer is" in completion)
+
+
+def test_grpo_learns_the_rewarded_answer_form_with_unparseable_masking(
+    tmp_path, tiny_tokenizer_dir
+):
+    from llmforge.stage import execute
+    from stages.rlvr import STAGE
+    from tests.fixtures_model import publish_answering_llama
+
+    # A policy that boxes about a quarter of its answers: fitted on one boxed and three bare
+    # replies per four questions, so its samples on new questions disagree on the form.
+    fitted = {f"What is {i} + 1?": f"The answer is {i + 1}." if i % 4 else
+              f"The answer is \\boxed{{{i + 1}}}." for i in range(16)}  # fmt: skip
+    policy = publish_answering_llama(tmp_path / "policy", tiny_tokenizer_dir, fitted, steps=80)
+    rows = [{"id": f"q{i}", "prompt": f"What is {i} + 1?", "reference": str(i + 1),
+             "verifier": "math", "chat": True} for i in range(16, 40)]  # fmt: skip
+    prompts = tmp_path / "rl.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sets = [
+        "steps=16",
+        "checkpoint_every=100",
+        "rollout.group_size=8",
+        "rollout.prompts_per_step=4",
+        "rollout.dynamic_sampling=false",  # reward_mean over every sample, not kept groups
+        "rollout.max_new_tokens=12",
+        "rollout.modes=[no_think]",
+        "optim.lr=0.003",
+        "loss.mask_unparseable=true",
+        "loss.mask_truncated=false",
+        # Only the form counts; a sample the math verifier cannot read is unparseable.
+        "reward.weights={test_boxed_form: 1.0, correct: 0.0, format: 0.0, overlong: 0.0}",
+    ]
+    out = execute(STAGE, [str(policy), f"prompts={prompts}"], sets=sets, out=tmp_path / "rl")
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [m for m in steps if "reward_mean" in m]
+    first = sum(m["reward_mean"] for m in trained[:3]) / 3
+    last = sum(m["reward_mean"] for m in trained[-3:]) / 3
+    assert last >= first + 0.25 and last >= 0.8, (first, last)
+    # Unparseable samples were masked out of the loss, not taught on as reward 0.
+    assert any(m["masked_frac"] > 0 for m in trained)
+    assert all(m["masked_frac"] == m["unparseable_frac"] for m in trained)

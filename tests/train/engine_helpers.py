@@ -6,12 +6,12 @@ import numpy as np
 import torch
 
 from llmforge import artifact
+from llmforge.data.labelled_tokens import VOCAB
 from llmforge.data.loader import DataConfig, PackedLoader, Source
 from llmforge.data.tokens import TokenStore
 from llmforge.model.gpt import GPT, ModelConfig
 from llmforge.train.config import OptimConfig, ScheduleConfig, SpikeConfig, TrainConfig
 from llmforge.train.engine import TrainSpec
-from tests.train.fake_tokens import VOCAB
 
 TINY = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                    ffn_hidden=64, max_seq_len=64)  # fmt: skip

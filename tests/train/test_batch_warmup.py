@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from llmforge.data.batch_plan import BatchPlan
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.data.loader import DataConfig
 from llmforge.errors import BadInput, RunFailed
 from llmforge.train import checkpoint
@@ -17,7 +18,6 @@ from llmforge.train.loop import Loop
 from llmforge.train.optim import build_optimizers
 from llmforge.train.schedule import build_schedulers
 from tests.train.engine_helpers import make_run, spec, tiny_loader, tiny_model
-from tests.train.fake_tokens import make_tokens
 
 LINEAR = BatchWarmup(kind="linear", start=64, tokens=1024)  # 64 -> 256 tokens per step
 STEPPED = BatchWarmup(kind="steps", steps=[[64, 256], [128, 768]])

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.errors import BadInput
 from llmforge.train import checkpoint
 from llmforge.train.loop import Loop
 from tests.train.engine_helpers import checkpoint_loop
-from tests.train.fake_tokens import make_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.errors import ConfigError
 from llmforge.train.config import ParallelConfig
 from llmforge.train.engine import train_model
 from tests.gloo import on_ranks, on_two_ranks
 from tests.train.engine_helpers import make_run, spec, tiny_model
-from tests.train.fake_tokens import make_tokens
 
 
 def context_spec(tokens, context: int):

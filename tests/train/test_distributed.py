@@ -14,12 +14,12 @@ import torch
 import torch.multiprocessing as mp
 
 from llmforge import artifact
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.train import checkpoint
 from llmforge.train.config import TrainConfig
 from llmforge.train.loop import resume_plan
 from tests.stages.pretrain_helpers import metrics_lines, sets
 from tests.train import dist_worker, resume_worker
-from tests.train.fake_tokens import make_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.data.loader import Batch
 from llmforge.errors import RunFailed
 from llmforge.train import checkpoint
@@ -16,7 +17,6 @@ from llmforge.train.optim import build_optimizers
 from llmforge.train.schedule import build_schedulers
 from llmforge.train.step import train_step
 from tests.train.engine_helpers import make_run, spec, tiny_loader, tiny_model
-from tests.train.fake_tokens import make_tokens
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +56,24 @@ def test_muon_takes_hidden_matrices_and_trains(tokens):
 
 def test_grad_accumulation_matches_one_big_batch(tokens):
     batch = tiny_loader(tokens, batch_size=4).next_batch()
+    # Every position a target, so both halves hold the same number of target tokens and the
+    # mean of the two micro-batch means is exactly the mean over the whole batch.
+    batch = batch._replace(targets=torch.where(batch.targets == -100, 1, batch.targets))
     halves = [Batch(*(t[:2] for t in batch)), Batch(*(t[2:] for t in batch))]
+    start = weights(tiny_model())
     results = []
     for micro in ([batch], halves):
         model = tiny_model()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         results.append((train_step(model, [opt], [], micro, precision="fp32"), weights(model)))
     (big, w_big), (acc, w_acc) = results
-    # equal when both halves hold the same number of target tokens; close otherwise
-    assert acc.loss == pytest.approx(big.loss, rel=0.02)
-    assert acc.grad_norm == pytest.approx(big.grad_norm, rel=0.05)
+    assert acc.tokens == big.tokens == batch.targets.numel()
+    assert acc.loss == pytest.approx(big.loss, rel=1e-5)
+    assert acc.grad_norm == pytest.approx(big.grad_norm, rel=1e-4)
+    moved = [k for k in start if not torch.equal(start[k], w_big[k])]
+    assert len(moved) > len(start) // 2  # the step changed the weights...
+    for k in start:  # ...and two half batches changed them exactly as the whole one did
+        assert torch.allclose(w_acc[k], w_big[k], atol=1e-6), k
 
 
 def test_guard_veto_leaves_weights_and_optimizer_untouched(tokens):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from llmforge import distributed
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.data.loader import DataConfig
 from llmforge.errors import ConfigError
 from llmforge.model.gpt import GPT, MoEConfig
@@ -21,7 +22,6 @@ from llmforge.train.config import ParallelConfig
 from llmforge.train.engine import check_parallel, train_model
 from tests.gloo import on_two_ranks
 from tests.train.engine_helpers import TINY, make_run, spec, tiny_model
-from tests.train.fake_tokens import make_tokens
 
 MOE = dataclasses.replace(
     TINY, moe=MoEConfig(n_experts=4, top_k=2, shared_expert=True, dense_layers=1)

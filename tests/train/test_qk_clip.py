@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from llmforge.data.batch_plan import BatchPlan
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.data.loader import Batch
 from llmforge.model.attention import CausalMask, max_logits
 from llmforge.model.gpt import GPT, ModelConfig
@@ -19,7 +20,6 @@ from llmforge.train.loop import Loop
 from llmforge.train.optim import build_optimizers
 from tests.gloo import on_two_ranks
 from tests.train.engine_helpers import make_run, spec, tiny_model
-from tests.train.fake_tokens import make_tokens
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                   ffn_hidden=64, max_seq_len=64)  # fmt: skip

@@ -99,9 +99,9 @@ def test_engine_scales_the_lr_by_the_global_batch(tmp_path):
     import dataclasses
     import json
 
+    from llmforge.data.labelled_tokens import make_tokens
     from llmforge.train.engine import train_model
     from tests.train.engine_helpers import make_run, spec, tiny_model
-    from tests.train.fake_tokens import make_tokens
 
     tokens = make_tokens(tmp_path / "tok", {"a": 20})
     base = spec(tokens, 2)  # 4 rows x 32 tokens, one rank: 128 tokens per step

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmforge.data.labelled_tokens import make_tokens
 from llmforge.errors import BadInput
 from llmforge.train import tracking
 from llmforge.train.engine import train_model
 from tests.train.engine_helpers import make_run, spec, tiny_model
-from tests.train.fake_tokens import make_tokens
 
 
 class FakeWandbRun:

@@ -1,23 +1,19 @@
 """SFT conversations in think and no_think form, and a style-mismatched source.
 
 Rows follow the chat schema of docs/contract.md. In think mode the assistant's worked
-steps go in `reasoning`; every final assistant turn ends with ``\\boxed{ANSWER}``. When a
-system prompt is present it ends with the ``/think`` or ``/no_think`` flag that matches
-`mode`, so the chat template and the row never disagree.
+steps go in `reasoning` and the answer is only ``The answer is \\boxed{ANSWER}.``; in
+no_think mode there is no reasoning trace and the answer itself carries the short column
+working before the boxed result (as hybrid models answer arithmetic without thinking), so
+a small model can solve problems in both modes. When a system prompt is present it ends
+with the ``/think`` or ``/no_think`` flag that matches `mode`, so the chat template and
+the row never disagree.
 """
 
 from __future__ import annotations
 
 import random
 
-from llmforge.data.synth.problems import (
-    STEP_PATTERN,
-    STEPS,
-    Problem,
-    apply,
-    op_key,
-    step_keys,
-)
+from llmforge.data.synth.problems import Problem, op_key, worked_step
 from llmforge.data.synth.splits import leaks_eval, split_of
 
 SYSTEM_PROMPTS = (
@@ -37,11 +33,11 @@ def final_answer(answer: int) -> str:
 
 
 def assistant_turn(steps: list[str] | tuple[str, ...], answer: int, mode: str) -> dict:
-    """An assistant message; think mode carries the steps as `reasoning`."""
-    message = {"role": "assistant", "content": final_answer(answer)}
+    """An assistant message: think mode carries the steps as `reasoning`, no_think mode
+    writes them in the answer before the boxed result."""
     if mode == "think":
-        message["reasoning"] = "\n".join(steps)
-    return message
+        return {"role": "assistant", "content": final_answer(answer), "reasoning": "\n".join(steps)}
+    return {"role": "assistant", "content": " ".join([*steps, final_answer(answer)])}
 
 
 def conversation(
@@ -67,19 +63,19 @@ def follow_up(problem: Problem, rng: random.Random) -> tuple[str, list[str], int
     for _ in range(20):
         op = rng.choice("+-*")
         n = rng.randint(2, 9) if op == "*" else rng.randint(1, 20)
-        if op == "-" and n > problem.answer:
-            continue
-        steps = STEPS[op](problem.answer, n)
+        if (op == "-" and n > problem.answer) or max(problem.answer, n) < 10:
+            continue  # no negative results; one-digit facts are building blocks, not items
         if split_of(f"({problem.key}){op}{n}") != "train" or leaks_eval(
-            [op_key(op, problem.answer, n), *step_keys(steps)]
+            [op_key(op, problem.answer, n)]
         ):
             continue
+        step, result = worked_step(problem.answer, op, n)
         text = {
             "+": "Now add {n} to that.",
             "-": "Now subtract {n} from that.",
             "*": "Now multiply that by {n}.",
         }[op].format(n=n)
-        return text, steps, apply(op, problem.answer, n)
+        return text, [step], result
     return None
 
 
@@ -110,12 +106,11 @@ def verbose_reasoning(problem: Problem) -> str:
     """The same steps in a very different, wordy teacher style (for the SFT style check)."""
     lines = ["Okay, let me think about this really carefully.", f"The question: {problem.question}"]
     for i, step in enumerate(problem.steps, 1):
-        match = STEP_PATTERN.match(step)
-        if match:
-            a, op, b, result = match.groups()
-            lines.append(f"STEP {i} :: take {a}, {_WORDS[op]} {b} ... that gives {result}")
-        else:
-            lines.append(f"STEP {i} :: {step}")
+        head, work = step.split(": ", 1)
+        for op, word in _WORDS.items():
+            head, work = head.replace(op, f" {word} "), work.replace(op, f" {word} ")
+        work = work.replace("=", " ... that gives ").replace(", so ", " ... so in total ")
+        lines.append(f"STEP {i} :: take {head}, digit by digit: {work}")
     lines.append("Hmm, wait. Let me double-check each step again... yes, it all holds up.")
     return "\n".join(lines)
 

@@ -5,17 +5,25 @@ canonical `key` (the computation itself, e.g. ``(12+7)-5``). Two problems with t
 key are the same item for held-out purposes, whatever names or objects the wording uses,
 so splits are made on keys (see `splits.py`).
 
+Each operation is worked in columns, the way it is taught on paper, one short step per
+operation: ``47+38: 7+8=15, 4+3+1=8, so 85.`` The step restates the operation, then works
+one digit column at a time from the right (carries and borrows written out, the shorter
+operand padded with 0), then gives the result. Every column is a single-digit fact, so a
+model that has learnt the facts and the procedure can solve a held-out problem it never
+saw: a 1.4M-parameter model learns this format in about a thousand steps, where it never
+learns to add 47 + 38 in one go. Single-digit facts are therefore building blocks, never
+items: every problem has an operand of at least two digits.
+
 Difficulty levels are sized for 1-10M-parameter models trained for minutes:
 
-- 1: one- and two-digit addition and subtraction, one-step word problems with small numbers;
-- 2: two-digit addition/subtraction, two-digit times one-digit, one- and two-step word problems;
-- 3: three-digit addition/subtraction, two-digit times two-digit, two-step word problems.
+- 1: two-digit addition and subtraction, bare or as a one-step word problem;
+- 2: addition and subtraction up to three digits, two-digit times one-digit;
+- 3: three-digit times one-digit, and two-step word problems.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 DIFFICULTIES = (1, 2, 3)
@@ -31,73 +39,84 @@ class Problem:
 
     key: str
     question: str
-    steps: tuple[str, ...]
+    steps: tuple[str, ...]  # one worked step per operation
     answer: int
     kind: str
     difficulty: int
     ops: tuple[str, ...] = ()  # keys of each operation, for two-step problems
 
     def operation_keys(self) -> list[str]:
-        """Keys of every computation the solution performs: whole operations and steps."""
-        return list(self.ops or (self.key,)) + step_keys(self.steps)
+        """Keys of every operation the solution performs (one for a one-step problem)."""
+        return list(self.ops or (self.key,))
 
     def solution(self) -> str:
         """The worked steps followed by the boxed answer, as one paragraph."""
         return " ".join(self.steps) + f" The answer is \\boxed{{{self.answer}}}."
 
 
-# ------------------------------------------------------------------ worked steps per operation
+# ------------------------------------------------------------------ worked columns
 
 
-def add_steps(a: int, b: int) -> list[str]:
-    """Add `b` to `a` one place value at a time, largest first: 47 + 30 = 77, 77 + 8 = 85."""
-    steps, total = [], a
-    for part in _place_parts(b):
-        steps.append(f"{total} + {part} = {total + part}.")
-        total += part
-    return steps or [f"{a} + 0 = {a}."]
+@dataclass(frozen=True)
+class Slip:
+    """A weak solver's mistake in one column: its result off by `delta`, or its carry
+    (borrow) forgotten. Later columns carry on from the mistake, as a weak solver would."""
+
+    column: int
+    delta: int = 0
+    drop_carry: bool = False
 
 
-def sub_steps(a: int, b: int) -> list[str]:
-    """Subtract `b` from `a` one place value at a time: 85 - 30 = 55, 55 - 8 = 47."""
-    steps, total = [], a
-    for part in _place_parts(b):
-        steps.append(f"{total} - {part} = {total - part}.")
-        total -= part
-    return steps or [f"{a} - 0 = {a}."]
+def columns(a: int, op: str, b: int, slip: Slip | None = None) -> tuple[list[str], int]:
+    """The column working of ``a op b`` (right to left) and the result it arrives at.
+
+    ``+`` and ``-`` pad the shorter operand with 0 (``-`` needs a >= b); ``*`` needs a
+    one-digit `b` and multiplies each digit of `a`, adding the carry. Without a `slip` the
+    result is exact.
+    """
+    if op == "*" and not 0 <= b <= 9:
+        raise ValueError(f"column multiplication takes a one-digit multiplier, got {b}")
+    if op == "-" and b > a:
+        raise ValueError(f"column subtraction needs a >= b, got {a} - {b}")
+    width = len(str(a)) if op == "*" else max(len(str(a)), len(str(b)))
+    xs, ys = _digits(a, width), _digits(b, width)
+    texts, digits, carry = [], [], 0
+    for i in range(width):
+        x, y = xs[i], (b if op == "*" else ys[i])
+        c = 0 if slip and slip.column == i and slip.drop_carry else carry
+        text, value, carry = _column(op, x, y, c)
+        if slip and slip.column == i and slip.delta:
+            value = value + slip.delta if 0 <= value + slip.delta <= 9 else value - slip.delta
+            text = text.rsplit("=", 1)[0] + f"={value + 10 * carry if op != '-' else value}"
+        texts.append(text)
+        digits.append(value)
+    result = int("".join(map(str, reversed(digits)))) + (carry * 10**width if op != "-" else 0)
+    return texts, result
 
 
-def mul_steps(a: int, b: int) -> list[str]:
-    """Multiply by splitting `b` into place values, then add the partial products."""
-    parts = _place_parts(b)
-    if len(parts) <= 1:
-        return [f"{a} * {b} = {a * b}."]
-    products = [a * p for p in parts]
-    steps = [f"{a} * {p} = {a * p}." for p in parts]
-    steps.append(" + ".join(map(str, products)) + f" = {a * b}.")
-    return steps
+def _digits(n: int, width: int) -> list[int]:
+    """Digits of `n`, least significant first, padded with zeros to `width`."""
+    return [int(d) for d in str(n).zfill(width)[::-1]]
 
 
-def _place_parts(n: int) -> list[int]:
-    """Split a non-negative integer into its non-zero place values: 308 -> [300, 8]."""
-    digits = str(n)
-    return [int(d) * 10 ** (len(digits) - i - 1) for i, d in enumerate(digits) if d != "0"]
+def _column(op: str, x: int, y: int, carry: int) -> tuple[str, int, int]:
+    """One column: its text, the digit it writes and the carry (or borrow) it passes on."""
+    extra = f"{'-' if op == '-' else '+'}{carry}" if carry else ""
+    if op == "+":
+        total = x + y + carry
+        return f"{x}+{y}{extra}={total}", total % 10, total // 10
+    if op == "*":
+        total = x * y + carry
+        return f"{x}*{y}{extra}={total}", total % 10, total // 10
+    borrow = int(x - y - carry < 0)
+    top = x + 10 * borrow
+    return f"{top}-{y}{extra}={top - y - carry}", top - y - carry, borrow
 
 
-STEPS = {"+": add_steps, "-": sub_steps, "*": mul_steps}
-STEP_PATTERN = re.compile(r"^(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\.$")
-
-
-def step_keys(steps: list[str] | tuple[str, ...]) -> list[str]:
-    """The canonical keys of the operations written out in worked steps."""
-    keys = []
-    for step in steps:
-        match = STEP_PATTERN.match(step)
-        if match is None:
-            raise ValueError(f"not a worked step: {step!r}")
-        a, op, b, _ = match.groups()
-        keys.append(op_key(op, int(a), int(b)))
-    return keys
+def worked_step(a: int, op: str, b: int, slip: Slip | None = None) -> tuple[str, int]:
+    """One operation as a worked step, ``47+38: 7+8=15, 4+3+1=8, so 85.``, and its result."""
+    texts, result = columns(a, op, b, slip)
+    return f"{a}{op}{b}: " + ", ".join(texts) + f", so {result}.", result
 
 
 def apply(op: str, a: int, b: int) -> int:
@@ -114,14 +133,19 @@ def op_key(op: str, a: int, b: int) -> str:
 
 # ------------------------------------------------------------------ bare arithmetic
 
+# (low, high) of each operand per level; the first operand always has two digits or more.
+_RANGES = {
+    "+": {1: ((10, 99), (1, 99)), 2: ((100, 999), (1, 999)), 3: ((100, 999), (10, 999))},
+    "-": {1: ((10, 99), (1, 99)), 2: ((100, 999), (1, 999)), 3: ((100, 999), (10, 999))},
+    "*": {1: ((10, 99), (2, 9)), 2: ((10, 99), (2, 9)), 3: ((100, 999), (2, 9))},
+}
+_OPS = {1: "+-", 2: "+-*", 3: "*"}
+
 
 def _operands(rng: random.Random, op: str, difficulty: int) -> tuple[int, int]:
     """Draw operands for `op` at `difficulty`; subtraction never goes below zero."""
-    if op == "*":
-        hi_a, hi_b = {1: (9, 9), 2: (99, 9), 3: (99, 99)}[difficulty]
-        return rng.randint(2, hi_a), rng.randint(2, hi_b)
-    lo, hi = {1: (1, 20), 2: (10, 99), 3: (100, 999)}[difficulty]
-    a, b = rng.randint(lo, hi), rng.randint(1, hi)
+    (lo_a, hi_a), (lo_b, hi_b) = _RANGES[op][difficulty]
+    a, b = rng.randint(lo_a, hi_a), rng.randint(lo_b, hi_b)
     if op == "-" and b > a:
         a, b = b, a
     return a, b
@@ -129,14 +153,15 @@ def _operands(rng: random.Random, op: str, difficulty: int) -> tuple[int, int]:
 
 def arithmetic(rng: random.Random, difficulty: int) -> Problem:
     """A bare expression such as ``What is 47 + 38?``."""
-    op = rng.choice("+-*" if difficulty > 1 else "+-")
+    op = rng.choice(_OPS[difficulty])
     a, b = _operands(rng, op, difficulty)
     phrasing = rng.choice(("What is {e}?", "Compute {e}.", "Calculate {e}.", "{e} = ?"))
+    step, answer = worked_step(a, op, b)
     return Problem(
         key=op_key(op, a, b),
         question=phrasing.format(e=f"{a} {op} {b}"),
-        steps=tuple(STEPS[op](a, b)),
-        answer=apply(op, a, b),
+        steps=(step,),
+        answer=answer,
         kind="arithmetic",
         difficulty=difficulty,
     )
@@ -154,22 +179,24 @@ _ASK = " How many {item} does {name} have now?"
 
 
 def word_problem(rng: random.Random, difficulty: int) -> Problem:
-    """A short story problem with one step (difficulty 1) or up to two steps."""
-    two_step = difficulty == 3 or (difficulty == 2 and rng.random() < 0.5)
-    op = rng.choice("+-*" if difficulty > 1 else "+-")
-    a, b = _operands(rng, op, min(difficulty, 2))
+    """A short story problem: one step, or two at difficulty 3."""
+    two_step = difficulty == 3
+    level = 1 if two_step else difficulty
+    op = rng.choice(_OPS[level])
+    a, b = _operands(rng, op, level)
     words = dict(name=rng.choice(NAMES), item=rng.choice(ITEMS), box=rng.choice(CONTAINERS))
     story, key = _ONE_STEP[op].format(a=a, b=b, **words), op_key(op, a, b)
-    steps, answer = STEPS[op](a, b), apply(op, a, b)
-    ops = [key]
+    step, answer = worked_step(a, op, b)
+    steps, ops = [step], [key]
     if two_step:
         op2 = rng.choice("+-")
-        c = rng.randint(1, 20 if difficulty < 3 else 99)
+        c = rng.randint(10, 99)
         c = min(c, answer) if op2 == "-" else c
         story += " " + _SECOND[op2].format(c=c, **words)
         key = f"({key}){op2}{c}"
         ops.append(op_key(op2, answer, c))
-        steps, answer = steps + STEPS[op2](answer, c), apply(op2, answer, c)
+        step, answer = worked_step(answer, op2, c)
+        steps.append(step)
     return Problem(
         key=key,
         question=story + _ASK.format(**words),

@@ -27,12 +27,24 @@ def task_row(row_id: str, prompt: str, reference: str, verifier: str) -> dict:
     }
 
 
-def math_tasks(problems: list[Problem], prefix: str) -> list[dict]:
-    """Tasks verified by the math verifier against the integer answer."""
-    return [
-        task_row(f"{prefix}-{i:05d}", p.question, str(p.answer), "math")
-        for i, p in enumerate(problems)
-    ]
+def math_tasks(
+    problems: list[Problem], prefix: str, *, modes: tuple[str, ...] = (), solutions: bool = False
+) -> list[dict]:
+    """Tasks verified by the math verifier against the integer answer.
+
+    `modes` are given to the rows in turn (the eval stage passes a row's `mode` to the chat
+    template); `solutions` adds the gold worked answer as `solution`, in the no_think form
+    of the SFT data, for DPO pairs of the gold answer over the model's own.
+    """
+    rows = []
+    for i, p in enumerate(problems):
+        row = task_row(f"{prefix}-{i:05d}", p.question, str(p.answer), "math")
+        if modes:
+            row["mode"] = modes[i % len(modes)]
+        if solutions:
+            row["solution"] = p.solution()
+        rows.append(row)
+    return rows
 
 
 def format_tasks(problems: list[Problem], prefix: str = "eval-format") -> list[dict]:

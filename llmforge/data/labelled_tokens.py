@@ -1,8 +1,11 @@
-"""A synthetic tokens payload for engine tests: documents whose tokens encode their origin.
+"""A synthetic tokens payload, the stand-in data of engine tests and benchmarks (which
+cannot download any): documents whose tokens encode their origin.
 
 Document j of domain d holds tokens `[d*100 + (j % 90) + 1] * (length - 1) + [eos]`, so a
 test can tell from any token which domain (and roughly which document) it came from.
 """
+
+from __future__ import annotations
 
 from pathlib import Path
 
@@ -32,4 +35,5 @@ def make_tokens(root: Path, docs: dict[str, int], length=(5, 30), seed: int = 0,
 
 
 def domain_of_token(token: int) -> int:
+    """The domain index a token of `make_tokens` was written for."""
     return (token - 1) // 100
