@@ -60,7 +60,7 @@ LONG=$(stage context-extend context-extend "$MID" tokens="$TOK" -c "$R/context-e
 
 # 7-9. post-training: chat SFT (think and no_think); DPO on the SFT model's own sampled
 # answers against the gold worked answers, where its own is wrong; RLVR on math.
-SFT=$(stage sft sft model="$LONG" chat="$DATA/chat/sft.jsonl" teacher="$DATA/chat/sft_mismatched.jsonl" \
+SFT=$(stage sft sft model="$LONG" chat="$DATA/chat/sft.jsonl" mismatched="$DATA/chat/sft_mismatched.jsonl" \
     -c "$R/sft.yaml" "${SFT_SET[@]}" -o "$OUT/sft")
 DPO=$(stage dpo dpo model="$SFT" prompts="$DATA/prefs/tasks.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
 RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
