@@ -26,12 +26,7 @@ def publish_random_llama(
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(logit_scale)
     config = {"hidden": hidden, "layers": layers, "seed": seed, "logit_scale": logit_scale}
-    run = artifact.Run(out, artifact.compute_id("init", config, []), "model", "init", config, [])
-    artifact.prepare_partial(run, replace=True)
-    model.save_pretrained(str(run.dir), safe_serialization=True)
-    copy_tokenizer_files(Path(tokenizer_dir), run.dir)
-    run.commit({"params": sum(p.numel() for p in model.parameters())}, replace=True)
-    return out
+    return publish_model(model, config, out, tokenizer_dir)
 
 
 def fit_and_save(model, batch, steps: int, lr: float, out: Path, tokenizer_dir: Path) -> Path:
@@ -79,6 +74,11 @@ def publish_answering_llama(
         opt.step()
         opt.zero_grad()
     config = {"answers": answers, "seed": seed, "steps": steps}
+    return publish_model(model, config, out, tokenizer_dir)
+
+
+def publish_model(model, config: dict, out: Path, tokenizer_dir) -> Path:
+    """Publish `model` and the tokenizer's files as an "init" model artifact at `out`."""
     run = artifact.Run(out, artifact.compute_id("init", config, []), "model", "init", config, [])
     artifact.prepare_partial(run, replace=True)
     model.save_pretrained(str(run.dir), safe_serialization=True)

@@ -318,6 +318,18 @@ def plot_context(rows: list[Row], path: Path) -> bool:
     return True
 
 
+RL_SMOOTHING = 10  # steps in the trailing mean drawn over the per-step RL points
+
+
+def trailing_mean(values, window: int) -> list[float]:
+    """Mean of each value and up to `window - 1` before it: one RL step's batch is noisy."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_rl_curves(rows: list[Row], path: Path) -> bool:
     """Reward, accuracy (the `correct` part of the reward) and response length per RL step."""
     runs = [r for r in rows if r.rl_steps]
@@ -334,7 +346,10 @@ def plot_rl_curves(rows: list[Row], path: Path) -> bool:
         for r in runs:
             points = [(m["step"], m[key]) for m in r.rl_steps if key in m]
             if points:
-                ax.plot(*zip(*points), ".-", alpha=0.8, label=r.label)
+                steps, values = zip(*points)
+                (line,) = ax.plot(steps, values, ".", alpha=0.35, label=f"{r.label} (per step)")
+                ax.plot(steps, trailing_mean(values, RL_SMOOTHING), "-", lw=2, color=line.get_color(),
+                        label=f"{r.label} (mean of last {RL_SMOOTHING})")  # fmt: skip
         ax.set(xlabel="RL step", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

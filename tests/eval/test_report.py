@@ -104,6 +104,11 @@ def test_rl_curves_plot_reward_accuracy_and_length_per_trained_step(tmp_path):
     assert report.read_rl_steps(tmp_path / "missing.jsonl") == []
 
 
+def test_trailing_mean_averages_each_point_with_the_window_before_it():
+    assert report.trailing_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert report.trailing_mean([2.0, 4.0], 10) == [2.0, 3.0]  # shorter than the window
+
+
 def test_nothing_to_plot_gives_table_only(tmp_path):
     built = report.build([report.Row(label="empty")], tmp_path / "r")
     assert built["plots"] == [] and (tmp_path / "r" / "report.html").is_file()
