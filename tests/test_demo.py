@@ -26,6 +26,7 @@ STAGE_DIRS = (
     "rl",
     "eval-base",
     "eval-chat",
+    "eval-rl",
     "report",
 )
 

