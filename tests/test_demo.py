@@ -94,4 +94,6 @@ def test_smoke_demo_runs_all_stages_and_moves_the_numbers(tmp_path):
 
     again = run_pipeline(out)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert again.stderr.count("cache hit") == len(STAGE_DIRS)
+    # the evals that run alongside rlvr log to a file of their own
+    alongside = (out / "evals-before-rl.log").read_text()
+    assert (again.stderr + alongside).count("cache hit") == len(STAGE_DIRS)
